@@ -1,0 +1,173 @@
+"""EnvPool environments for training and evaluation, and whole-game episode statistics.
+
+Training Atari uses PAAC's preprocessing: frame skip 4 (max over the last two
+frames), 84x84 grey, a stack of 4, up to 30 no-op starts, and (by default)
+episodic life and reward clipping. Scores are always the raw score of whole
+games: EnvPool's ``info["reward"]`` summed until the real game end
+(``info["terminated"]``: all lives lost) or a time-limit truncation.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from paac.config import Config, ConfigError
+from paac.networks import IMAGE_ARCHS
+
+
+@functools.cache
+def known_env_ids() -> frozenset[str]:
+    import envpool
+
+    return frozenset(envpool.list_all_envs())
+
+
+@functools.cache
+def is_atari(env_id: str) -> bool:
+    """True for EnvPool's Atari tasks (those with the Atari preprocessing options)."""
+    import envpool
+
+    return "episodic_life" in envpool.make_spec(env_id).config._fields
+
+
+class EnvSpec(NamedTuple):
+    """What the learner needs to know about an environment."""
+
+    obs_shape: tuple[int, ...]
+    obs_dtype: np.dtype
+    num_actions: int
+    is_image: bool
+
+
+def make_env(
+    env_id: str,
+    num_envs: int,
+    seed: int,
+    *,
+    training: bool = True,
+    episodic_life: bool = True,
+    reward_clip: bool = True,
+    num_threads: int = 0,
+    **kwargs: Any,
+):
+    """A gymnasium-style EnvPool vector environment.
+
+    With ``training=False`` Atari games are played whole with raw rewards (no
+    episodic life, no clipping), as scores are reported. Extra ``kwargs`` go to
+    ``envpool.make`` unchanged.
+    """
+    import envpool
+
+    options: dict[str, Any] = dict(num_threads=num_threads)
+    if is_atari(env_id):
+        options.update(
+            episodic_life=episodic_life and training,
+            reward_clip=reward_clip and training,
+            noop_max=30,
+            frame_skip=4,
+            stack_num=4,
+            img_height=84,
+            img_width=84,
+            repeat_action_probability=0.0,
+        )
+    options.update(kwargs)
+    return envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, **options)
+
+
+def make_training_env(config: Config, **kwargs: Any):
+    """The training environments of ``config``."""
+    return make_env(
+        config.env,
+        config.n_envs,
+        config.seed,
+        training=True,
+        episodic_life=config.episodic_life,
+        reward_clip=config.reward_clip,
+        num_threads=config.num_threads,
+        **kwargs,
+    )
+
+
+def env_spec(env) -> EnvSpec:
+    """Observation shape/dtype and the number of actions of an EnvPool environment."""
+    space = env.action_space
+    if not hasattr(space, "n"):
+        raise ConfigError(
+            f"--env={env.spec.id!r} is invalid: its action space {space} is continuous; "
+            "paac's actor-critic supports discrete action spaces only"
+        )
+    obs_space = env.observation_space
+    shape = tuple(int(d) for d in obs_space.shape)
+    return EnvSpec(
+        obs_shape=shape,
+        obs_dtype=np.dtype(obs_space.dtype),
+        num_actions=int(space.n),
+        is_image=len(shape) == 3,
+    )
+
+
+def check_arch(config: Config, spec: EnvSpec) -> None:
+    """The torso must match the observations: images for nips/nature, vectors for mlp."""
+    if config.arch in IMAGE_ARCHS and not spec.is_image:
+        raise ConfigError(
+            f"--arch={config.arch!r} is invalid for --env={config.env!r}: its observations "
+            f"have shape {spec.obs_shape}, not frames; use --arch mlp"
+        )
+    if config.arch == "mlp" and len(spec.obs_shape) != 1:
+        raise ConfigError(
+            f"--arch='mlp' is invalid for --env={config.env!r}: its observations have shape "
+            f"{spec.obs_shape}; use --arch nips or --arch nature"
+        )
+
+
+class EpisodeStats:
+    """Running raw scores of whole games across a vector of environments (host side).
+
+    Call :meth:`step` after every ``env.step`` with the reward, flags and info it
+    returned and the mask of the step (0 for EnvPool's reset steps, which are not
+    counted in episode lengths).
+    """
+
+    def __init__(self, num_envs: int, window: int = 20):
+        self.window = window
+        self.returns = np.zeros(num_envs, np.float64)
+        self.lengths = np.zeros(num_envs, np.int64)
+        self.finished_scores: list[float] = []
+        self.finished_lengths: list[int] = []
+        self.episodes = 0
+        self._recent: list[float] = []
+
+    def step(self, reward, terminated, truncated, info, valid) -> None:
+        raw = np.asarray(info["reward"] if "reward" in info else reward, np.float64)
+        game_over = np.asarray(info["terminated"] if "terminated" in info else terminated, bool)
+        game_over = game_over | np.asarray(truncated, bool)
+        self.returns += raw
+        self.lengths += np.asarray(valid, np.int64)
+        for i in np.flatnonzero(game_over):
+            score = float(self.returns[i])
+            self.finished_scores.append(score)
+            self.finished_lengths.append(int(self.lengths[i]))
+            self._recent.append(score)
+            self.episodes += 1
+        if len(self._recent) > self.window:
+            del self._recent[: len(self._recent) - self.window]
+        self.returns[game_over] = 0.0
+        self.lengths[game_over] = 0
+
+    def drain(self) -> tuple[list[float], list[int]]:
+        """Scores and lengths of the games finished since the last call."""
+        scores, lengths = self.finished_scores, self.finished_lengths
+        self.finished_scores, self.finished_lengths = [], []
+        return scores, lengths
+
+    @property
+    def recent_mean(self) -> float | None:
+        """Mean raw score of the last ``window`` finished games (None before the first)."""
+        return float(np.mean(self._recent)) if self._recent else None
+
+    @property
+    def recent_full(self) -> bool:
+        return len(self._recent) >= self.window

@@ -1,0 +1,174 @@
+"""The learner: its state pytree, action selection and the jitted PAAC update.
+
+Factories close over the static configuration and return pure functions::
+
+    network = make_network("nips", num_actions)
+    state = init_state(config, network, spec, jax.random.PRNGKey(0))
+    act = jax.jit(make_act(network))
+    update = jax.jit(make_update(config, network))
+    actions, key = act(state.params, obs, key)
+    state, metrics = update(state, batch)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from paac.config import Config
+from paac.envs import EnvSpec
+from paac.losses import a2c_loss, explained_variance
+from paac.returns import batched_gae, batched_nstep_returns
+
+Params = Any
+
+
+class LearnerState(NamedTuple):
+    """Everything the update changes."""
+
+    params: Params
+    opt_state: optax.OptState
+    update_count: chex.Array  # int32 scalar: updates applied so far
+
+
+class Batch(NamedTuple):
+    """One rollout of ``T = t_max`` steps of ``N = n_envs`` environments, time-major.
+
+    Step ``t`` took ``action[t]`` in ``obs[t]`` and received ``reward[t]``,
+    ``terminated[t]``, ``truncated[t]``. ``mask[t]`` is 0 on EnvPool's reset steps
+    (the step after a done step), 1 on real experience. ``bootstrap_obs`` is the
+    observation after the last step.
+    """
+
+    obs: chex.Array  # [T, N, *obs_shape]
+    action: chex.Array  # [T, N] int32
+    reward: chex.Array  # [T, N] float32
+    terminated: chex.Array  # [T, N] bool
+    truncated: chex.Array  # [T, N] bool
+    mask: chex.Array  # [T, N] float32
+    bootstrap_obs: chex.Array  # [N, *obs_shape]
+
+
+def make_lr_schedule(config: Config) -> optax.Schedule:
+    """PAAC's learning rate: linear from ``lr`` to 0 over the run's updates, or constant."""
+    if config.lr_schedule == "constant":
+        return optax.constant_schedule(config.lr)
+    return optax.linear_schedule(config.lr, 0.0, transition_steps=max(config.num_updates, 1))
+
+
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+    """Global-norm clipping then TF1-style RMSProp (accumulator starts at 1, eps in the sqrt)."""
+    return optax.chain(
+        optax.clip_by_global_norm(config.clip_norm),
+        optax.rmsprop(
+            make_lr_schedule(config),
+            decay=config.rms_decay,
+            eps=config.rms_eps,
+            initial_scale=1.0,
+            eps_in_sqrt=True,
+        ),
+    )
+
+
+def init_state(config: Config, network, spec: EnvSpec, key: chex.PRNGKey) -> LearnerState:
+    """Fresh parameters and optimiser state for ``network`` on observations of ``spec``."""
+    dummy = jnp.zeros((1,) + spec.obs_shape, spec.obs_dtype)
+    params = network.init(key, dummy)
+    opt_state = make_optimizer(config).init(params)
+    return LearnerState(params, opt_state, jnp.zeros((), jnp.int32))
+
+
+def make_act(network) -> Callable:
+    """``act(params, obs, key) -> (actions, key)``: sample from the policy, split the key."""
+
+    def act(params, obs, key):
+        key, sample_key = jax.random.split(key)
+        logits, _ = network.apply(params, obs)
+        actions = jax.random.categorical(sample_key, logits).astype(jnp.int32)
+        return actions, key
+
+    return act
+
+
+def make_greedy_act(network) -> Callable:
+    """``act(params, obs, key) -> (actions, key)`` taking the most probable action."""
+
+    def act(params, obs, key):
+        logits, _ = network.apply(params, obs)
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32), key
+
+    return act
+
+
+def make_advantage_fn(config: Config) -> Callable:
+    """``(reward, discount, v_tm1, v_t, done) -> (advantages, returns)`` on ``[T, N]``.
+
+    Pure n-step returns when ``gae_lambda`` is None, GAE(lambda) otherwise.
+    """
+    lambda_ = config.gae_lambda
+
+    def advantages(reward, discount, v_tm1, v_t, done):
+        if lambda_ is None:
+            returns = batched_nstep_returns(reward, discount, v_t, done)
+            return returns - v_tm1, returns
+        adv = batched_gae(reward, discount, v_tm1, v_t, done, lambda_)
+        return adv, adv + v_tm1
+
+    return advantages
+
+
+def make_update(config: Config, network) -> Callable:
+    """``update(state, batch) -> (state, metrics)``: one averaged PAAC gradient step.
+
+    The loss is the masked batch mean of the A2C loss times ``loss_scale``
+    (``t_max`` by default, PAAC's convention). Values of the observations after each
+    step come from the same forward pass (``V(obs[t + 1])``) and, for the last step,
+    from ``V(bootstrap_obs)``; they are targets only (no gradient).
+    """
+    optimizer = make_optimizer(config)
+    schedule = make_lr_schedule(config)
+    advantage_fn = make_advantage_fn(config)
+    scale = config.effective_loss_scale
+
+    def loss_fn(params, batch: Batch, v_boot):
+        logits, values = network.apply(params, batch.obs)  # [T, N, A], [T, N]
+        v_tm1 = jax.lax.stop_gradient(values)
+        v_t = jnp.concatenate([v_tm1[1:], v_boot[None]], axis=0)
+        discount = config.gamma * (1.0 - batch.terminated.astype(jnp.float32))
+        done = jnp.logical_or(batch.terminated, batch.truncated)
+        adv, returns = advantage_fn(batch.reward, discount, v_tm1, v_t, done)
+        loss, terms = a2c_loss(
+            logits, values, batch.action, adv, returns, batch.mask,
+            config.entropy_coef, config.value_coef,
+        )
+        return scale * loss, (terms, v_tm1, returns)
+
+    def update(state: LearnerState, batch: Batch):
+        _, v_boot = network.apply(state.params, batch.bootstrap_obs)
+        v_boot = jax.lax.stop_gradient(v_boot)
+        grads, (terms, values, returns) = jax.grad(loss_fn, has_aux=True)(
+            state.params, batch, v_boot
+        )
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "policy_loss": terms.policy_loss,
+            "value_loss": terms.value_loss,
+            "entropy": terms.entropy,
+            "grad_norm": optax.global_norm(grads),
+            "lr": schedule(state.update_count),
+            "explained_variance": explained_variance(values, returns, batch.mask),
+        }
+        return LearnerState(params, opt_state, state.update_count + 1), metrics
+
+    return update
+
+
+def num_params(params: Params) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))

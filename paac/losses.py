@@ -1,0 +1,85 @@
+"""The advantage actor-critic loss of PAAC (pure, jittable)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+Array = chex.Array
+
+
+class A2CLossTerms(NamedTuple):
+    """The parts of :func:`a2c_loss`, each a masked mean over the batch."""
+
+    policy_loss: Array
+    value_loss: Array
+    entropy: Array
+
+
+def masked_mean(x: Array, mask: Array) -> Array:
+    """``sum(mask * x) / max(sum(mask), 1)``: the mean over the real (unmasked) steps."""
+    return jnp.sum(mask * x) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def a2c_loss(
+    logits: Array,
+    values: Array,
+    actions: Array,
+    advantages: Array,
+    returns: Array,
+    mask: Array,
+    entropy_coef: float,
+    value_coef: float,
+) -> tuple[Array, A2CLossTerms]:
+    """Advantage actor-critic loss, averaged over the real steps of the batch.
+
+    With ``m`` the mask (0 on EnvPool's reset steps) and ``E_m`` the mean over the
+    steps where ``m = 1``::
+
+        policy_loss = -E_m[log pi(a|s) * stop_gradient(A)]
+        value_loss  =  E_m[0.5 * (stop_gradient(G) - V(s))^2]
+        entropy     =  E_m[H(pi(.|s))]
+        loss = policy_loss + value_coef * value_loss - entropy_coef * entropy
+
+    With PAAC's ``value_coef = 0.5`` each sample contributes ``0.25 * (G - V)^2``.
+    Masked steps change nothing: not the loss, not its gradient.
+
+    Args:
+      logits: policy logits ``[B, A]`` (any leading batch shape ``[..., A]``).
+      values: state values ``[B]`` (the same leading shape).
+      actions: integer actions taken ``[B]``.
+      advantages: advantage estimates ``[B]`` (gradient is stopped).
+      returns: value targets ``[B]`` (gradient is stopped).
+      mask: 1.0 for real experience, 0.0 for reset steps, ``[B]``.
+      entropy_coef: weight of the entropy bonus.
+      value_coef: weight of the value loss.
+
+    Returns:
+      ``(loss, A2CLossTerms)``.
+    """
+    chex.assert_equal_shape([values, actions, advantages, returns, mask])
+    chex.assert_equal_shape_prefix([logits, values], values.ndim)
+    mask = mask.astype(logits.dtype)
+    log_probs = jax.nn.log_softmax(logits)
+    logp_a = jnp.take_along_axis(log_probs, actions[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    # Masked steps may hold any finite garbage; zero them before they reach a product.
+    adv = jax.lax.stop_gradient(jnp.where(mask > 0, advantages, 0.0))
+    target = jax.lax.stop_gradient(jnp.where(mask > 0, returns, values))
+    policy_loss = masked_mean(-logp_a * adv, mask)
+    value_loss = masked_mean(0.5 * jnp.square(target - values), mask)
+    entropy = masked_mean(-jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1), mask)
+    loss = policy_loss + value_coef * value_loss - entropy_coef * entropy
+    return loss, A2CLossTerms(policy_loss, value_loss, entropy)
+
+
+def explained_variance(predictions: Array, targets: Array, mask: Array) -> Array:
+    """``1 - Var[targets - predictions] / Var[targets]`` over the unmasked steps."""
+    mean_t = masked_mean(targets, mask)
+    var_t = masked_mean(jnp.square(targets - mean_t), mask)
+    err = targets - predictions
+    mean_e = masked_mean(err, mask)
+    var_e = masked_mean(jnp.square(err - mean_e), mask)
+    return jnp.where(var_t > 0, 1.0 - var_e / jnp.maximum(var_t, 1e-12), jnp.nan)

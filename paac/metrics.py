@@ -1,0 +1,69 @@
+"""Run outputs: metrics.csv (one row per log interval) and TensorBoard scalars."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Mapping
+
+COLUMNS = (
+    "step",
+    "update",
+    "walltime",
+    "sps",
+    "score",
+    "score_last20",
+    "episodes",
+    "episode_length",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "grad_norm",
+    "lr",
+    "explained_variance",
+)
+"""``step``: environment steps so far; ``score``: mean raw score of the games finished
+since the previous row (empty when none finished); ``score_last20``: mean raw score of
+the last 20 finished games; ``walltime``: seconds since the run started."""
+
+
+class MetricsWriter:
+    """Appends rows to ``<run_dir>/metrics.csv`` and the same scalars to TensorBoard."""
+
+    def __init__(self, run_dir: str, tensorboard: bool = True):
+        path = os.path.join(run_dir, "metrics.csv")
+        new = not os.path.exists(path) or os.path.getsize(path) == 0
+        self._file = open(path, "a", newline="")
+        self._csv = csv.DictWriter(self._file, fieldnames=COLUMNS, extrasaction="ignore")
+        if new:
+            self._csv.writeheader()
+            self._file.flush()
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(run_dir, flush_secs=30)
+
+    def write(self, row: Mapping[str, float | int | None]) -> None:
+        self._csv.writerow({k: _fmt(row.get(k)) for k in COLUMNS})
+        self._file.flush()
+        if self._tb is not None:
+            step = int(row["step"])
+            for k, v in row.items():
+                if k != "step" and v is not None and math.isfinite(float(v)):
+                    self._tb.add_scalar(f"paac/{k}", float(v), step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, int):
+        return str(v)
+    v = float(v)
+    return "" if math.isnan(v) else f"{v:.6g}"

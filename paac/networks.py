@@ -1,0 +1,101 @@
+"""Torsos and the shared-torso actor-critic heads.
+
+Image torsos take EnvPool's uint8 frames ``[..., C, H, W]`` (channels first) and
+scale them to ``[0, 1]`` inside the network; the MLP torso takes float vectors.
+Initialisation follows the usual A2C/PPO practice: orthogonal weights with gain
+``sqrt(2)`` in the torso, ``0.01`` for the policy logits (a near-uniform first
+policy) and ``1.0`` for the value head; zero biases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+Arch = Literal["nips", "nature", "mlp"]
+ARCHS: tuple[str, ...] = ("nips", "nature", "mlp")
+IMAGE_ARCHS: tuple[str, ...] = ("nips", "nature")
+
+_TORSO_INIT = nn.initializers.orthogonal(np.sqrt(2.0))
+_ZEROS = nn.initializers.zeros
+
+
+def _frames_to_nhwc(x: jnp.ndarray) -> jnp.ndarray:
+    """uint8 ``[..., C, H, W]`` -> float32 ``[..., H, W, C]`` in ``[0, 1]``."""
+    x = jnp.asarray(x, jnp.float32) / 255.0
+    return jnp.moveaxis(x, -3, -1)
+
+
+class ConvTorso(nn.Module):
+    """A stack of VALID convolutions with ReLU, then one dense ReLU layer."""
+
+    convs: Sequence[tuple[int, int, int]]  # (features, kernel, stride)
+    hidden: int
+
+    @nn.compact
+    def __call__(self, obs: jnp.ndarray) -> jnp.ndarray:
+        x = _frames_to_nhwc(obs)
+        batch_shape = x.shape[:-3]
+        x = x.reshape((-1,) + x.shape[-3:])
+        for features, kernel, stride in self.convs:
+            x = nn.Conv(
+                features,
+                (kernel, kernel),
+                (stride, stride),
+                padding="VALID",
+                kernel_init=_TORSO_INIT,
+                bias_init=_ZEROS,
+            )(x)
+            x = nn.relu(x)
+        x = x.reshape(x.shape[0], -1)
+        x = nn.relu(nn.Dense(self.hidden, kernel_init=_TORSO_INIT, bias_init=_ZEROS)(x))
+        return x.reshape(batch_shape + (self.hidden,))
+
+
+class MLPTorso(nn.Module):
+    """Fully connected tanh layers for vector observations."""
+
+    hidden: Sequence[int] = (64, 64)
+
+    @nn.compact
+    def __call__(self, obs: jnp.ndarray) -> jnp.ndarray:
+        x = jnp.asarray(obs, jnp.float32)
+        for width in self.hidden:
+            x = nn.tanh(nn.Dense(width, kernel_init=_TORSO_INIT, bias_init=_ZEROS)(x))
+        return x
+
+
+def make_torso(arch: str) -> nn.Module:
+    """The torso named by ``arch``: ``nips`` | ``nature`` | ``mlp``."""
+    if arch == "nips":  # Mnih et al. 2013, PAAC's arch_nips
+        return ConvTorso(convs=((16, 8, 4), (32, 4, 2)), hidden=256)
+    if arch == "nature":  # Mnih et al. 2015
+        return ConvTorso(convs=((32, 8, 4), (64, 4, 2), (64, 3, 1)), hidden=512)
+    if arch == "mlp":
+        return MLPTorso()
+    raise ValueError(f"arch={arch!r} is not one of {', '.join(ARCHS)}")
+
+
+class ActorCritic(nn.Module):
+    """Shared torso with a policy-logits head and a scalar value head."""
+
+    torso: nn.Module
+    num_actions: int
+
+    @nn.compact
+    def __call__(self, obs: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        h = self.torso(obs)
+        logits = nn.Dense(
+            self.num_actions, kernel_init=nn.initializers.orthogonal(0.01), bias_init=_ZEROS
+        )(h)
+        value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), bias_init=_ZEROS)(h)
+        return logits, value[..., 0]
+
+
+def make_network(arch: str, num_actions: int) -> ActorCritic:
+    """The actor-critic network for ``arch`` with ``num_actions`` logits."""
+    return ActorCritic(torso=make_torso(arch), num_actions=num_actions)
