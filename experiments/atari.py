@@ -1,6 +1,6 @@
 """Train PAAC on an Atari game with the published defaults.
 
-    python experiments/atari.py --env Pong-v5
+python experiments/atari.py --env Pong-v5
 """
 
 import sys

@@ -1,6 +1,6 @@
 """Train PAAC on a classic-control task (MLP torso); the defaults solve CartPole-v1.
 
-    python experiments/control.py --env CartPole-v1
+python experiments/control.py --env CartPole-v1
 """
 
 import sys

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from paac.config import Config, ConfigError
 
 
-def parse_config(default: Config, args: Sequence[str] | None = None, description: str = "") -> Config:
+def parse_config(
+    default: Config, args: Sequence[str] | None = None, description: str = ""
+) -> Config:
     """Parses the command line over ``default``; exits 2 with one line on an impossible value."""
     import tyro
 

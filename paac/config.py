@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
-from paac.networks import ARCHS
-
+ARCHS = ("nips", "nature", "mlp")
+"""Network torsos: the two Atari CNNs of the PAAC paper and an MLP for vector observations."""
+IMAGE_ARCHS = ("nips", "nature")
 LR_SCHEDULES = ("linear", "constant")
 
 
@@ -95,56 +97,73 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-def _check(ok: bool, field: str, value: Any, allowed: str) -> None:
-    if not ok:
-        flag = "--" + field.replace("_", "-")
-        raise ConfigError(f"{flag}={value!r} is invalid: {allowed}")
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
+def _int_at_least(lo: int) -> Callable[[Any], bool]:
+    return lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= lo
+
+
+def _number(lo: float, hi: float = math.inf, lo_open: bool = False, hi_open: bool = False):
+    def ok(x: Any) -> bool:
+        if not _finite(x):
+            return False
+        return (x > lo if lo_open else x >= lo) and (x < hi if hi_open else x <= hi)
+
+    return ok
+
+
+def _optional(rule: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda x: x is None or rule(x)
+
+
+# field -> (rule, what is allowed). Checked in this order; the first failure is reported.
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "n_envs": (_int_at_least(1), "must be an integer >= 1"),
+    "t_max": (_int_at_least(1), "must be an integer >= 1"),
+    "arch": (lambda x: x in ARCHS, f"must be one of {', '.join(ARCHS)}"),
+    "lr_schedule": (lambda x: x in LR_SCHEDULES, f"must be one of {', '.join(LR_SCHEDULES)}"),
+    "lr": (_number(0, lo_open=True), "must be a finite number > 0"),
+    "gamma": (_number(0, 1), "must be in [0, 1]"),
+    "gae_lambda": (_optional(_number(0, 1)), "must be in [0, 1], or None for n-step returns"),
+    "entropy_coef": (_number(0), "must be a finite number >= 0"),
+    "value_coef": (_number(0), "must be a finite number >= 0"),
+    "clip_norm": (_number(0, lo_open=True), "must be a finite number > 0"),
+    "loss_scale": (_optional(_number(0, lo_open=True)), "must be > 0, or None for t_max"),
+    "rms_decay": (_number(0, 1, hi_open=True), "must be in [0, 1)"),
+    "rms_eps": (_number(0, lo_open=True), "must be a finite number > 0"),
+    "num_threads": (_int_at_least(0), "must be an integer >= 0 (0: EnvPool chooses)"),
+    "log_interval": (_int_at_least(1), "must be an integer >= 1"),
+    "seed": (lambda x: _int_at_least(0)(x) and x < 2**31, "must be an integer in [0, 2**31)"),
+    "out_dir": (lambda x: isinstance(x, str) and x != "", "must be a non-empty path"),
+    "run_name": (
+        _optional(lambda x: isinstance(x, str) and x != "" and "/" not in x),
+        "must be a non-empty name without '/'",
+    ),
+    "target_score": (_optional(_finite), "must be a finite number, or None"),
+}
+
+
+def _fail(field: str, value: Any, allowed: str) -> ConfigError:
+    flag = "--" + field.replace("_", "-")
+    return ConfigError(f"{flag}={value!r} is invalid: {allowed}")
 
 
 def _validate(c: Config) -> None:
-    _check(isinstance(c.n_envs, int) and c.n_envs >= 1, "n_envs", c.n_envs, "must be an integer >= 1")
-    _check(isinstance(c.t_max, int) and c.t_max >= 1, "t_max", c.t_max, "must be an integer >= 1")
-    _check(
-        isinstance(c.total_steps, int) and c.total_steps >= c.n_envs * c.t_max,
-        "total_steps",
-        c.total_steps,
-        f"must be at least n_envs * t_max = {c.n_envs * c.t_max} (one update)",
-    )
-    _check(c.arch in ARCHS, "arch", c.arch, f"must be one of {', '.join(ARCHS)}")
-    _check(c.lr_schedule in LR_SCHEDULES, "lr_schedule", c.lr_schedule,
-           f"must be one of {', '.join(LR_SCHEDULES)}")
-    _check(_finite(c.lr) and c.lr > 0, "lr", c.lr, "must be a finite number > 0")
-    _check(_finite(c.gamma) and 0.0 <= c.gamma <= 1.0, "gamma", c.gamma, "must be in [0, 1]")
-    _check(
-        c.gae_lambda is None or (_finite(c.gae_lambda) and 0.0 <= c.gae_lambda <= 1.0),
-        "gae_lambda", c.gae_lambda, "must be in [0, 1], or None for n-step returns",
-    )
-    _check(_finite(c.entropy_coef) and c.entropy_coef >= 0, "entropy_coef", c.entropy_coef,
-           "must be a finite number >= 0")
-    _check(_finite(c.value_coef) and c.value_coef >= 0, "value_coef", c.value_coef,
-           "must be a finite number >= 0")
-    _check(_finite(c.clip_norm) and c.clip_norm > 0, "clip_norm", c.clip_norm,
-           "must be a finite number > 0")
-    _check(c.loss_scale is None or (_finite(c.loss_scale) and c.loss_scale > 0), "loss_scale",
-           c.loss_scale, "must be a finite number > 0, or None for t_max")
-    _check(_finite(c.rms_decay) and 0.0 <= c.rms_decay < 1.0, "rms_decay", c.rms_decay,
-           "must be in [0, 1)")
-    _check(_finite(c.rms_eps) and c.rms_eps > 0, "rms_eps", c.rms_eps, "must be a finite number > 0")
-    _check(isinstance(c.num_threads, int) and c.num_threads >= 0, "num_threads", c.num_threads,
-           "must be an integer >= 0 (0: EnvPool chooses)")
-    _check(isinstance(c.log_interval, int) and c.log_interval >= 1, "log_interval",
-           c.log_interval, "must be an integer >= 1")
-    _check(isinstance(c.seed, int) and 0 <= c.seed < 2**31, "seed", c.seed,
-           "must be an integer in [0, 2**31)")
-    _check(bool(c.out_dir), "out_dir", c.out_dir, "must be a non-empty path")
-    _check(c.run_name is None or (c.run_name and "/" not in c.run_name), "run_name",
-           c.run_name, "must be a non-empty name without '/'")
-    _check(c.target_score is None or _finite(c.target_score), "target_score", c.target_score,
-           "must be a finite number, or None")
+    for field, (ok, allowed) in _RULES.items():
+        value = getattr(c, field)
+        if not ok(value):
+            raise _fail(field, value, allowed)
+    if not isinstance(c.total_steps, int) or not (
+        c.batch_size <= c.total_steps < c.batch_size * 2**31
+    ):
+        raise _fail(
+            "total_steps",
+            c.total_steps,
+            f"must be at least n_envs * t_max = {c.batch_size} (one update) and fewer than "
+            f"2**31 updates",
+        )
     # Imported here: the environment registry is only needed for this check.
     from paac.envs import known_env_ids
 
@@ -152,7 +171,4 @@ def _validate(c: Config) -> None:
     if c.env not in known:
         close = [e for e in known if e.lower().startswith(c.env.lower().split("-")[0][:4])][:5]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(
-            f"--env={c.env!r} is invalid: not an EnvPool task id{hint}; "
-            "see envpool.list_all_envs() for all of them"
-        )
+        raise _fail("env", c.env, f"not an EnvPool task id{hint}; see envpool.list_all_envs()")

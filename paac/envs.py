@@ -14,8 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from paac.config import Config, ConfigError
-from paac.networks import IMAGE_ARCHS
+from paac.config import IMAGE_ARCHS, Config, ConfigError
 
 
 @functools.cache
@@ -91,12 +90,13 @@ def make_training_env(config: Config, **kwargs: Any):
     )
 
 
-def env_spec(env) -> EnvSpec:
+def env_spec(env, env_id: str = "") -> EnvSpec:
     """Observation shape/dtype and the number of actions of an EnvPool environment."""
     space = env.action_space
     if not hasattr(space, "n"):
+        name = env_id or type(env.spec).__name__.removesuffix("EnvSpec")
         raise ConfigError(
-            f"--env={env.spec.id!r} is invalid: its action space {space} is continuous; "
+            f"--env={name!r} is invalid: its action space {space} is continuous; "
             "paac's actor-critic supports discrete action spaces only"
         )
     obs_space = env.observation_space

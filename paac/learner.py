@@ -144,8 +144,14 @@ def make_update(config: Config, network) -> Callable:
         done = jnp.logical_or(batch.terminated, batch.truncated)
         adv, returns = advantage_fn(batch.reward, discount, v_tm1, v_t, done)
         loss, terms = a2c_loss(
-            logits, values, batch.action, adv, returns, batch.mask,
-            config.entropy_coef, config.value_coef,
+            logits,
+            values,
+            batch.action,
+            adv,
+            returns,
+            batch.mask,
+            config.entropy_coef,
+            config.value_coef,
         )
         return scale * loss, (terms, v_tm1, returns)
 

@@ -10,15 +10,12 @@ policy) and ``1.0`` for the value head; zero biases.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-Arch = Literal["nips", "nature", "mlp"]
-ARCHS: tuple[str, ...] = ("nips", "nature", "mlp")
-IMAGE_ARCHS: tuple[str, ...] = ("nips", "nature")
+from paac.config import ARCHS
 
 _TORSO_INIT = nn.initializers.orthogonal(np.sqrt(2.0))
 _ZEROS = nn.initializers.zeros

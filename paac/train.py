@@ -94,7 +94,7 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
     """
     env = make_training_env(config)
     try:
-        spec = env_spec(env)
+        spec = env_spec(env, config.env)
         check_arch(config, spec)
         run_dir = make_run_dir(config)
     except ConfigError:
@@ -116,8 +116,14 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=config.num_updates * config.batch_size, unit="step", unit_scale=True,
-                   dynamic_ncols=True, mininterval=1.0, desc=config.env)
+        bar = tqdm(
+            total=config.num_updates * config.batch_size,
+            unit="step",
+            unit_scale=True,
+            dynamic_ncols=True,
+            mininterval=1.0,
+            desc=config.env,
+        )
 
     obs, _ = env.reset()
     done_before = np.zeros(config.n_envs, bool)
@@ -183,6 +189,9 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
     what = "interrupted" if interrupted else "finished"
     score = stats.recent_mean
     score_txt = f", last-20 mean score {score:.2f}" if score is not None else ""
-    print(f"paac: {what} at step {steps:,}{score_txt}; outputs in {run_dir}", file=sys.stderr,
-          flush=True)
+    print(
+        f"paac: {what} at step {steps:,}{score_txt}; outputs in {run_dir}",
+        file=sys.stderr,
+        flush=True,
+    )
     return TrainResult(state, run_dir, steps, stats.episodes, score, interrupted)

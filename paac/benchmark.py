@@ -1,0 +1,174 @@
+"""Throughput benchmark: raw EnvPool, act-only, update-only and whole-loop steps/s.
+
+All rates are environment (agent) steps per second, measured in one process so that
+they can be compared as ratios. See ``experiments/benchmark.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import resource
+import time
+
+import jax
+import numpy as np
+
+from paac.config import Config
+from paac.envs import EpisodeStats, check_arch, env_spec, make_training_env
+from paac.learner import Batch, init_state, make_act, make_update
+from paac.networks import make_network
+from paac.train import collect_rollout
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """Measure where the time of a PAAC run goes."""
+
+    env: str = "Pong-v5"
+    """EnvPool task id."""
+    arch: str = "nips"
+    """nips | nature | mlp."""
+    n_envs: int = 32
+    """n_e."""
+    t_max: int = 5
+    """Steps per environment per update."""
+    num_threads: int = 0
+    """EnvPool threads (0: EnvPool chooses)."""
+    seconds: float = 60.0
+    """Total measuring time, shared between the four measurements."""
+    seed: int = 0
+    """Seed."""
+
+
+def _timed(fn, seconds: float, steps_per_call: int) -> float:
+    """Calls ``fn`` repeatedly for about ``seconds``; returns steps per second."""
+    fn()  # warm-up
+    calls, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds:
+            return calls * steps_per_call / elapsed
+
+
+def run_benchmark(bench: BenchConfig) -> dict:
+    config = Config(
+        env=bench.env,
+        arch=bench.arch,
+        n_envs=bench.n_envs,
+        t_max=bench.t_max,
+        num_threads=bench.num_threads,
+        seed=bench.seed,
+        total_steps=bench.n_envs * bench.t_max * 10**6,
+    )
+    share = bench.seconds / 8
+    env = make_training_env(config)
+    spec = env_spec(env, config.env)
+    check_arch(config, spec)
+    n = config.n_envs
+    rng = np.random.default_rng(bench.seed)
+
+    # 1. The limit: raw EnvPool with random actions.
+    env.reset()
+
+    def env_step():
+        env.step(rng.integers(0, spec.num_actions, size=n, dtype=np.int32))
+
+    env_sps = _timed(env_step, 2 * share, n)
+
+    # 2. Compilation of act and update.
+    network = make_network(config.arch, spec.num_actions)
+    key = jax.random.PRNGKey(config.seed)
+    state = init_state(config, network, spec, key)
+    act = jax.jit(make_act(network))
+    update = jax.jit(make_update(config, network))
+    obs, _ = env.reset()
+    t0 = time.perf_counter()
+    jax.block_until_ready(act(state.params, obs, key))
+    act_compile = time.perf_counter() - t0
+    stats = EpisodeStats(n)
+    done = np.zeros(n, bool)
+    batch, key, obs, done = collect_rollout(env, act, state.params, key, obs, done, stats, 1)
+    batch = Batch(*(np.repeat(x, config.t_max, 0) for x in batch[:-1]), batch.bootstrap_obs)
+    t0 = time.perf_counter()
+    jax.block_until_ready(update(state, batch))
+    update_compile = time.perf_counter() - t0
+
+    # 3. Act alone and update alone.
+    def act_only():
+        jax.block_until_ready(act(state.params, obs, key))
+
+    def update_only():
+        jax.block_until_ready(update(state, batch))
+
+    act_sps = _timed(act_only, share, n)
+    update_sps = _timed(update_only, share, config.batch_size)
+
+    # 4. The whole loop: rollout and update, as in paac.train (logging aside).
+    carry = {"state": state, "key": key, "obs": obs, "done": done}
+
+    def train_step():
+        b, carry["key"], carry["obs"], carry["done"] = collect_rollout(
+            env,
+            act,
+            carry["state"].params,
+            carry["key"],
+            carry["obs"],
+            carry["done"],
+            stats,
+            config.t_max,
+        )
+        carry["state"], metrics = update(carry["state"], b)
+        jax.block_until_ready(metrics)
+
+    train_sps = _timed(train_step, 4 * share, config.batch_size)
+    env.close()
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "env": bench.env,
+        "arch": bench.arch,
+        "n_envs": n,
+        "t_max": bench.t_max,
+        "num_threads": bench.num_threads,
+        "backend": jax.default_backend(),
+        "device": str(jax.devices()[0]),
+        "env_sps": round(env_sps, 1),
+        "act_sps": round(act_sps, 1),
+        "update_sps": round(update_sps, 1),
+        "train_sps": round(train_sps, 1),
+        "train_vs_env": round(train_sps / env_sps, 3),
+        "act_compile_s": round(act_compile, 3),
+        "update_compile_s": round(update_compile, 3),
+        "peak_rss_mib": round(peak_mib, 1),
+        "jax": jax.__version__,
+    }
+
+
+def format_table(r: dict) -> str:
+    rows = [
+        ("raw EnvPool, random actions", f"{r['env_sps']:,.0f} steps/s"),
+        ("act only (forward on n_e)", f"{r['act_sps']:,.0f} steps/s"),
+        ("update only (n_e x t_max batch)", f"{r['update_sps']:,.0f} steps/s"),
+        ("whole training loop", f"{r['train_sps']:,.0f} steps/s"),
+        ("training / raw EnvPool", f"{r['train_vs_env']:.1%}"),
+        ("compile: act, update", f"{r['act_compile_s']:.2f} s, {r['update_compile_s']:.2f} s"),
+        ("peak memory (RSS)", f"{r['peak_rss_mib']:,.0f} MiB"),
+    ]
+    head = (
+        f"{r['env']}  arch={r['arch']}  n_e={r['n_envs']}  t_max={r['t_max']}  "
+        f"backend={r['backend']}"
+    )
+    width = max(len(a) for a, _ in rows)
+    return "\n".join([head] + [f"  {a:<{width}}  {b}" for a, b in rows])
+
+
+def main(args=None) -> dict:
+    import tyro
+
+    bench = tyro.cli(BenchConfig, args=args, description=__doc__)
+    result = run_benchmark(bench)
+    print(format_table(result))
+    print(json.dumps(result), flush=True)
+    return result

@@ -1,0 +1,99 @@
+"""Environment factory, EnvPool's semantics that paac relies on, and whole-game statistics."""
+
+import numpy as np
+import pytest
+
+from paac.config import Config, ConfigError
+from paac.envs import EpisodeStats, check_arch, env_spec, make_env, make_training_env
+
+
+def test_envpool_resets_on_the_step_after_done():
+    """The contract the returns and the mask are built on (see paac/returns.py)."""
+    env = make_env("CartPole-v1", 1, seed=0, max_episode_steps=6)
+    env.reset()
+    flags = []
+    for _ in range(14):
+        _, r, term, trunc, info = env.step(np.ones(1, np.int32))  # always push right
+        flags.append((float(r[0]), bool(term[0]), bool(trunc[0]), int(info["elapsed_step"][0])))
+    env.close()
+    done_at = [i for i, (_, te, tr, _) in enumerate(flags) if te or tr]
+    assert done_at, "pushing right must end an episode within 14 steps"
+    i = done_at[0]
+    assert flags[i][0] == 1.0
+    # The next step is the reset step: reward 0, neither flag, a fresh episode counter.
+    assert flags[i + 1] == (0.0, False, False, 0)
+    # Truncation by the time limit is reported as truncated, not terminated.
+    env = make_env("CartPole-v1", 1, seed=0, max_episode_steps=3)
+    env.reset()
+    out = [env.step(np.array([i % 2], np.int32)) for i in range(4)]
+    env.close()
+    assert bool(out[2][3][0]) and not bool(out[2][2][0])
+    assert float(out[3][1][0]) == 0.0
+
+
+def test_atari_training_and_evaluation_settings():
+    c = Config(env="Pong-v5", n_envs=2)
+    train_env = make_training_env(c)
+    eval_env = make_env("Pong-v5", 2, seed=0, training=False)
+    tc, ec = train_env.spec.config, eval_env.spec.config
+    assert (tc.episodic_life, tc.reward_clip) == (True, True)
+    assert (ec.episodic_life, ec.reward_clip) == (False, False)
+    for cfg in (tc, ec):
+        assert (cfg.frame_skip, cfg.stack_num, cfg.img_height, cfg.img_width) == (4, 4, 84, 84)
+        assert cfg.noop_max == 30 and cfg.gray_scale
+    spec = env_spec(train_env)
+    assert spec.obs_shape == (4, 84, 84) and spec.obs_dtype == np.uint8
+    assert spec.num_actions == 6 and spec.is_image
+    obs, _ = train_env.reset()
+    assert obs.shape == (2, 4, 84, 84)
+    train_env.close()
+    eval_env.close()
+
+
+def test_arch_must_match_observations():
+    pong = env_spec(make_env("Pong-v5", 1, 0))
+    cart = env_spec(make_env("CartPole-v1", 1, 0))
+    check_arch(Config(env="Pong-v5", arch="nature"), pong)
+    check_arch(Config(env="CartPole-v1", arch="mlp"), cart)
+    with pytest.raises(ConfigError, match="--arch='nips'.*CartPole"):
+        check_arch(Config(env="CartPole-v1", arch="nips"), cart)
+    with pytest.raises(ConfigError, match="--arch='mlp'.*Pong"):
+        check_arch(Config(env="Pong-v5", arch="mlp"), pong)
+
+
+def test_continuous_actions_are_refused():
+    env = make_env("Pendulum-v1", 1, 0)
+    with pytest.raises(ConfigError, match="--env='Pendulum-v1' is invalid: .* continuous"):
+        env_spec(env, "Pendulum-v1")
+
+
+def _info(raw, game_over):
+    return {"reward": np.asarray(raw, np.float32), "terminated": np.asarray(game_over, np.int32)}
+
+
+def test_episode_stats_score_whole_games_with_episodic_life():
+    """Life losses end training episodes, not games; scores are raw, not clipped."""
+    stats = EpisodeStats(num_envs=2, window=3)
+    zero = np.zeros(2, bool)
+    # env 0: +7 raw (clipped to 1), loses a life (terminated, game goes on), reset step,
+    # then +5 raw and the real game over. env 1: one truncated game worth -2.
+    stats.step([1, 0], [False, False], zero, _info([7, 0], [0, 0]), [1, 1])
+    stats.step([0, -1], [True, False], zero, _info([0, -2], [0, 0]), [1, 1])
+    stats.step([0, 0], zero, [False, True], _info([0, 0], [0, 0]), [0, 1])  # env 0 reset step
+    assert stats.episodes == 1  # env 1 truncated
+    stats.step([1, 0], [True, False], zero, _info([5, 0], [1, 0]), [1, 0])
+    scores, lengths = stats.drain()
+    assert scores == [-2.0, 12.0]
+    assert lengths == [3, 3]  # env 0: four steps, one of them a reset step
+    assert stats.drain() == ([], [])
+    assert stats.recent_mean == pytest.approx(5.0)
+    assert not stats.recent_full
+
+
+def test_episode_stats_window_keeps_the_last_games():
+    stats = EpisodeStats(num_envs=1, window=3)
+    for score in [1, 2, 3, 4, 5]:
+        stats.step([score], [True], [False], {}, [1])  # no info: reward and flags are raw
+    assert stats.recent_full
+    assert stats.recent_mean == pytest.approx(4.0)
+    assert stats.episodes == 5

@@ -1,0 +1,95 @@
+"""The experiment scripts end to end: outputs, learning, and a clean Ctrl-C."""
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+
+LOSS_COLUMNS = ("policy_loss", "value_loss", "entropy", "grad_norm", "lr", "sps", "walltime")
+
+
+def read_metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def finished_line(stderr: str) -> str:
+    return stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("arch", ["nips", "nature"])
+def test_atari_smoke_writes_finite_outputs(script, tmp_path, arch):
+    out = script(
+        "atari.py", "--env", "Pong-v5", "--arch", arch, "--n-envs", "4", "--t-max", "5",
+        "--total-steps", "60", "--log-interval", "20", "--out-dir", str(tmp_path),
+        "--run-name", "smoke",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    run_dir = tmp_path / "Pong-v5" / "smoke"
+    assert finished_line(out.stderr).endswith(f"outputs in {run_dir}")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["env"] == "Pong-v5" and config["arch"] == arch and config["n_envs"] == 4
+    rows = read_metrics(run_dir)
+    assert [int(r["step"]) for r in rows] == [20, 40, 60]
+    assert [int(r["update"]) for r in rows] == [1, 2, 3]
+    for row in rows:
+        for col in LOSS_COLUMNS:
+            assert math.isfinite(float(row[col])), (col, row)
+        assert row["score"] == "" or math.isfinite(float(row["score"]))
+    assert float(rows[0]["entropy"]) == pytest.approx(math.log(6), abs=0.01)
+    assert float(rows[0]["lr"]) == pytest.approx(0.0224)  # first update, before any anneal
+    events = [p for p in run_dir.iterdir() if p.name.startswith("events.out.tfevents")]
+    assert events and events[0].stat().st_size > 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_control_learns_cartpole(script, tmp_path, seed):
+    """Learning test: mean raw score >= 450 over the last 20 episodes within 500k steps."""
+    out = script(
+        "control.py", "--env", "CartPole-v1", "--seed", str(seed), "--target-score", "450",
+        "--out-dir", str(tmp_path), "--run-name", "learn",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    last = read_metrics(tmp_path / "CartPole-v1" / "learn")[-1]
+    steps, score = int(last["step"]), float(last["score_last20"])
+    print(f"seed {seed}: last-20 mean score {score} at step {steps}")
+    assert score >= 450 and steps <= 500_000, last
+
+
+def test_ctrl_c_stops_cleanly(tmp_path):
+    run_dir = tmp_path / "CartPole-v1" / "intr"
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "experiments", "control.py"),
+         "--total-steps", "100000000", "--log-interval", "2000",
+         "--out-dir", str(tmp_path), "--run-name", "intr"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if (run_dir / "metrics.csv").exists() and len(read_metrics(run_dir)) >= 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("training never logged")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    last = finished_line(stderr)
+    assert "interrupted at step" in last and last.endswith(f"outputs in {run_dir}")
+    rows = read_metrics(run_dir)
+    steps = [int(r["step"]) for r in rows]
+    assert steps == sorted(steps) and all(r["policy_loss"] for r in rows)
+    assert f"at step {steps[-1]:,}" in last
