@@ -167,7 +167,7 @@ def make_update(config: Config, network) -> Callable:
             "policy_loss": terms.policy_loss,
             "value_loss": terms.value_loss,
             "entropy": terms.entropy,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "lr": schedule(state.update_count),
             "explained_variance": explained_variance(values, returns, batch.mask),
         }

@@ -20,8 +20,12 @@ class A2CLossTerms(NamedTuple):
 
 
 def masked_mean(x: Array, mask: Array) -> Array:
-    """``sum(mask * x) / max(sum(mask), 1)``: the mean over the real (unmasked) steps."""
-    return jnp.sum(mask * x) / jnp.maximum(jnp.sum(mask), 1.0)
+    """``sum(mask * x) / max(sum(mask), 1)``: the mean over the real (unmasked) steps.
+
+    Masked entries are selected away, not multiplied by 0, so even inf or nan there
+    cannot reach the result.
+    """
+    return jnp.sum(jnp.where(mask > 0, mask * x, 0.0)) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def a2c_loss(
@@ -63,9 +67,10 @@ def a2c_loss(
     chex.assert_equal_shape([values, actions, advantages, returns, mask])
     chex.assert_equal_shape_prefix([logits, values], values.ndim)
     mask = mask.astype(logits.dtype)
+    # Masked steps may hold any garbage; neutralise it before it reaches a product.
+    logits = jnp.where(mask[..., None] > 0, logits, 0.0)
     log_probs = jax.nn.log_softmax(logits)
     logp_a = jnp.take_along_axis(log_probs, actions[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    # Masked steps may hold any finite garbage; zero them before they reach a product.
     adv = jax.lax.stop_gradient(jnp.where(mask > 0, advantages, 0.0))
     target = jax.lax.stop_gradient(jnp.where(mask > 0, returns, values))
     policy_loss = masked_mean(-logp_a * adv, mask)
@@ -76,7 +81,10 @@ def a2c_loss(
 
 
 def explained_variance(predictions: Array, targets: Array, mask: Array) -> Array:
-    """``1 - Var[targets - predictions] / Var[targets]`` over the unmasked steps."""
+    """``1 - Var[targets - predictions] / Var[targets]`` over the unmasked steps.
+
+    nan when the targets have no variance (nothing to explain).
+    """
     mean_t = masked_mean(targets, mask)
     var_t = masked_mean(jnp.square(targets - mean_t), mask)
     err = targets - predictions
