@@ -16,9 +16,11 @@ import numpy as np
 
 from paac.config import Config
 from paac.envs import EpisodeStats, check_arch, env_spec, make_training_env
+from paac.layers import resolve_conv_impl
 from paac.learner import Batch, init_state, make_act, make_update
 from paac.networks import make_network
 from paac.train import collect_rollout
+from paac.xla_cpu import ynn_enabled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +81,7 @@ def run_benchmark(bench: BenchConfig) -> dict:
     env_sps = _timed(env_step, 2 * share, n)
 
     # 2. Compilation of act and update.
-    network = make_network(config.arch, spec.num_actions)
+    network = make_network(config.arch, spec.num_actions, config.conv_impl)
     key = jax.random.PRNGKey(config.seed)
     state = init_state(config, network, spec, key)
     act = jax.jit(make_act(network))
@@ -143,6 +145,8 @@ def run_benchmark(bench: BenchConfig) -> dict:
         "update_compile_s": round(update_compile, 3),
         "peak_rss_mib": round(peak_mib, 1),
         "jax": jax.__version__,
+        "xla_cpu_ynn": ynn_enabled(),
+        "conv_impl": resolve_conv_impl(config.conv_impl) if config.arch != "mlp" else None,
     }
 
 
@@ -158,7 +162,7 @@ def format_table(r: dict) -> str:
     ]
     head = (
         f"{r['env']}  arch={r['arch']}  n_e={r['n_envs']}  t_max={r['t_max']}  "
-        f"backend={r['backend']}"
+        f"backend={r['backend']}  ynn={r['xla_cpu_ynn']}  conv={r['conv_impl']}"
     )
     width = max(len(a) for a, _ in rows)
     return "\n".join([head] + [f"  {a:<{width}}  {b}" for a, b in rows])
@@ -167,7 +171,10 @@ def format_table(r: dict) -> str:
 def main(args=None) -> dict:
     import tyro
 
+    from paac.xla_cpu import enable_ynn
+
     bench = tyro.cli(BenchConfig, args=args, description=__doc__)
+    enable_ynn()
     result = run_benchmark(bench)
     print(format_table(result))
     print(json.dumps(result), flush=True)

@@ -23,6 +23,9 @@ def parse_config(
 
 def main(default: Config, args: Sequence[str] | None = None, description: str = "") -> int:
     config = parse_config(default, args, description)
+    from paac.xla_cpu import enable_ynn
+
+    enable_ynn()  # before JAX starts its backends
     from paac.train import train
 
     try:

@@ -12,6 +12,7 @@ ARCHS = ("nips", "nature", "mlp")
 """Network torsos: the two Atari CNNs of the PAAC paper and an MLP for vector observations."""
 IMAGE_ARCHS = ("nips", "nature")
 LR_SCHEDULES = ("linear", "constant")
+CONV_IMPLS = ("auto", "xla", "matmul")
 
 
 class ConfigError(Exception):
@@ -37,6 +38,8 @@ class Config:
     """Seed of the environments and of the network and action sampling."""
     arch: str = "nips"
     """Network torso: nips | nature | mlp (mlp for vector observations)."""
+    conv_impl: str = "auto"
+    """How convolutions are computed: auto (matmul on CPU, xla elsewhere) | xla | matmul."""
     lr: float = 0.0224
     """Initial learning rate (PAAC: 0.0007 x n_e)."""
     lr_schedule: str = "linear"
@@ -123,6 +126,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "n_envs": (_int_at_least(1), "must be an integer >= 1"),
     "t_max": (_int_at_least(1), "must be an integer >= 1"),
     "arch": (lambda x: x in ARCHS, f"must be one of {', '.join(ARCHS)}"),
+    "conv_impl": (lambda x: x in CONV_IMPLS, f"must be one of {', '.join(CONV_IMPLS)}"),
     "lr_schedule": (lambda x: x in LR_SCHEDULES, f"must be one of {', '.join(LR_SCHEDULES)}"),
     "lr": (_number(0, lo_open=True), "must be a finite number > 0"),
     "gamma": (_number(0, 1), "must be in [0, 1]"),

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from paac.config import ARCHS
+from paac.layers import Conv
 
 _TORSO_INIT = nn.initializers.orthogonal(np.sqrt(2.0))
 _ZEROS = nn.initializers.zeros
@@ -32,20 +33,22 @@ class ConvTorso(nn.Module):
 
     convs: Sequence[tuple[int, int, int]]  # (features, kernel, stride)
     hidden: int
+    conv_impl: str = "auto"  # see paac.layers: auto | xla | matmul
 
     @nn.compact
     def __call__(self, obs: jnp.ndarray) -> jnp.ndarray:
         x = _frames_to_nhwc(obs)
         batch_shape = x.shape[:-3]
         x = x.reshape((-1,) + x.shape[-3:])
-        for features, kernel, stride in self.convs:
-            x = nn.Conv(
+        for i, (features, kernel, stride) in enumerate(self.convs):
+            x = Conv(
                 features,
-                (kernel, kernel),
-                (stride, stride),
-                padding="VALID",
+                kernel,
+                stride,
+                impl=self.conv_impl,
                 kernel_init=_TORSO_INIT,
                 bias_init=_ZEROS,
+                name=f"Conv_{i}",  # the names nn.Conv would get: parameters interchange
             )(x)
             x = nn.relu(x)
         x = x.reshape(x.shape[0], -1)
@@ -66,12 +69,18 @@ class MLPTorso(nn.Module):
         return x
 
 
-def make_torso(arch: str) -> nn.Module:
-    """The torso named by ``arch``: ``nips`` | ``nature`` | ``mlp``."""
+def make_torso(arch: str, conv_impl: str = "auto") -> nn.Module:
+    """The torso named by ``arch``: ``nips`` | ``nature`` | ``mlp``.
+
+    ``conv_impl`` chooses how convolutions are computed (:mod:`paac.layers`); the
+    parameters and the numbers are the same either way.
+    """
     if arch == "nips":  # Mnih et al. 2013, PAAC's arch_nips
-        return ConvTorso(convs=((16, 8, 4), (32, 4, 2)), hidden=256)
+        return ConvTorso(convs=((16, 8, 4), (32, 4, 2)), hidden=256, conv_impl=conv_impl)
     if arch == "nature":  # Mnih et al. 2015
-        return ConvTorso(convs=((32, 8, 4), (64, 4, 2), (64, 3, 1)), hidden=512)
+        return ConvTorso(
+            convs=((32, 8, 4), (64, 4, 2), (64, 3, 1)), hidden=512, conv_impl=conv_impl
+        )
     if arch == "mlp":
         return MLPTorso()
     raise ValueError(f"arch={arch!r} is not one of {', '.join(ARCHS)}")
@@ -93,6 +102,6 @@ class ActorCritic(nn.Module):
         return logits, value[..., 0]
 
 
-def make_network(arch: str, num_actions: int) -> ActorCritic:
+def make_network(arch: str, num_actions: int, conv_impl: str = "auto") -> ActorCritic:
     """The actor-critic network for ``arch`` with ``num_actions`` logits."""
-    return ActorCritic(torso=make_torso(arch), num_actions=num_actions)
+    return ActorCritic(torso=make_torso(arch, conv_impl), num_actions=num_actions)

@@ -103,7 +103,7 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         f.write(config.to_json())
 
-    network = make_network(config.arch, spec.num_actions)
+    network = make_network(config.arch, spec.num_actions, config.conv_impl)
     key = jax.random.PRNGKey(config.seed)
     init_key, act_key = jax.random.split(key)
     state = init_state(config, network, spec, init_key)

@@ -1,0 +1,19 @@
+"""experiments/benchmark.py at tiny size: the JSON line parses and every figure is positive."""
+
+import json
+
+
+def test_benchmark_smoke(script):
+    out = script(
+        "benchmark.py", "--env", "CartPole-v1", "--arch", "mlp", "--n-envs", "4",
+        "--t-max", "5", "--seconds", "2",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    for key in ("env_sps", "act_sps", "update_sps", "train_sps", "update_compile_s"):
+        assert result[key] > 0, (key, result)
+    assert 0 < result["train_vs_env"] < 10
+    assert result["peak_rss_mib"] > 0
+    assert (result["env"], result["n_envs"], result["t_max"]) == ("CartPole-v1", 4, 5)
+    assert any("whole training loop" in ln for ln in lines)
