@@ -18,6 +18,7 @@ CONTROL_DEFAULTS = Config(
     entropy_coef=0.01,
     clip_norm=3.0,
     log_interval=5_000,
+    checkpoint_interval=100_000,
 )
 
 if __name__ == "__main__":

@@ -15,10 +15,28 @@ def parse_config(
     import tyro
 
     try:
+        default = _resume_default(default, args)
         return tyro.cli(Config, default=default, args=args, description=description or None)
     except ConfigError as e:
         print(f"paac: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _resume_default(default: Config, args: Sequence[str] | None) -> Config:
+    """With ``--resume PATH`` the saved run's config is the default: flags only override."""
+    import argparse
+    import dataclasses
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--resume")
+    known, _ = pre.parse_known_args(args)
+    if not known.resume or known.resume == "None":
+        return default
+    from paac.checkpoints import config_from_meta, read_meta
+
+    meta, directory, step = read_meta(known.resume)
+    saved = config_from_meta(meta, f"{directory}/{step}")
+    return dataclasses.replace(saved, resume=known.resume)
 
 
 def main(default: Config, args: Sequence[str] | None = None, description: str = "") -> int:
@@ -33,4 +51,4 @@ def main(default: Config, args: Sequence[str] | None = None, description: str = 
     except ConfigError as e:
         print(f"paac: error: {e}", file=sys.stderr)
         return 2
-    return 130 if result.interrupted else 0
+    return 128 + int(result.signal) if result.signal is not None else 0

@@ -74,6 +74,12 @@ class Config:
     """Environment steps between rows of metrics.csv and TensorBoard points."""
     target_score: float | None = None
     """Stop early once the mean raw score of the last 20 finished episodes reaches this."""
+    checkpoint_interval: int = 1_000_000
+    """Environment steps between checkpoints (0: only at the end and on SIGINT/SIGTERM)."""
+    keep: int = 3
+    """How many checkpoints to keep (the newest)."""
+    resume: str | None = None
+    """Continue a run: its directory (latest checkpoint) or one checkpoints/<step> directory."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -146,6 +152,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "must be a non-empty name without '/'",
     ),
     "target_score": (_optional(_finite), "must be a finite number, or None"),
+    "checkpoint_interval": (_int_at_least(0), "must be an integer >= 0 (0: end and signals)"),
+    "keep": (_int_at_least(1), "must be an integer >= 1"),
+    "resume": (_optional(lambda x: isinstance(x, str) and x != ""), "must be a path, or None"),
 }
 
 

@@ -10,11 +10,15 @@ games: EnvPool's ``info["reward"]`` summed until the real game end
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from paac.config import IMAGE_ARCHS, Config, ConfigError
+
+# gymnasium's note on the float64 bounds of EnvPool's classic-control spaces: noise.
+warnings.filterwarnings("ignore", message=".*precision lowered by casting", category=UserWarning)
 
 
 @functools.cache
@@ -76,12 +80,12 @@ def make_env(
     return envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, **options)
 
 
-def make_training_env(config: Config, **kwargs: Any):
-    """The training environments of ``config``."""
+def make_training_env(config: Config, seed: int | None = None, **kwargs: Any):
+    """The training environments of ``config`` (seeded with ``seed``, default config.seed)."""
     return make_env(
         config.env,
         config.n_envs,
-        config.seed,
+        config.seed if seed is None else seed,
         training=True,
         episodic_life=config.episodic_life,
         reward_clip=config.reward_clip,
@@ -162,6 +166,19 @@ class EpisodeStats:
         scores, lengths = self.finished_scores, self.finished_lengths
         self.finished_scores, self.finished_lengths = [], []
         return scores, lengths
+
+    def abandon_running(self) -> None:
+        """Forget the games in progress (their environments are being replaced)."""
+        self.returns[:] = 0.0
+        self.lengths[:] = 0
+
+    def summary(self) -> dict:
+        """What a checkpoint keeps: the count of finished games and the recent window."""
+        return {"episodes": self.episodes, "recent": list(self._recent)}
+
+    def load(self, summary: dict) -> None:
+        self.episodes = int(summary.get("episodes", 0))
+        self._recent = [float(x) for x in summary.get("recent", [])][-self.window :]
 
     @property
     def recent_mean(self) -> float | None:

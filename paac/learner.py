@@ -76,27 +76,36 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
     )
 
 
-def init_params(network, spec: EnvSpec, key: chex.PRNGKey) -> Params:
-    """``network.init`` on one dummy observation, jitted, with single-threaded host BLAS.
+def _fresh_state_fn(config: Config, network, spec: EnvSpec) -> Callable:
+    optimizer = make_optimizer(config)
+    dummy = jnp.zeros((1,) + spec.obs_shape, spec.obs_dtype)
 
-    Orthogonal initialisation runs QR decompositions on the host's OpenBLAS (through
-    SciPy's LAPACK on CPU). With its default two threads competing with XLA's pool, a
-    3136 x 512 QR (the nature torso's dense layer) took 10 s on a 2-core machine, one
-    thread 0.2 s; the values are the same.
+    def fresh(key):
+        params = network.init(key, dummy)
+        return LearnerState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+    return fresh
+
+
+def init_state(config: Config, network, spec: EnvSpec, key: chex.PRNGKey) -> LearnerState:
+    """Fresh parameters and optimiser state for ``network`` on observations of ``spec``.
+
+    Jitted, with single-threaded host BLAS: orthogonal initialisation runs QR
+    decompositions on the host's OpenBLAS (through SciPy's LAPACK on CPU), and with its
+    default two threads competing with XLA's pool a 3136 x 512 QR (the nature torso's
+    dense layer) took 10 s on a 2-core machine, against 0.2 s on one thread. Same values.
     """
     import scipy.linalg.cython_lapack  # noqa: F401  (load it so the limit below covers it)
     from threadpoolctl import threadpool_limits
 
-    dummy = jnp.zeros((1,) + spec.obs_shape, spec.obs_dtype)
     with threadpool_limits(1, user_api="blas"):
-        return jax.block_until_ready(jax.jit(network.init)(key, dummy))
+        fresh = jax.jit(_fresh_state_fn(config, network, spec))
+        return jax.block_until_ready(fresh(key))
 
 
-def init_state(config: Config, network, spec: EnvSpec, key: chex.PRNGKey) -> LearnerState:
-    """Fresh parameters and optimiser state for ``network`` on observations of ``spec``."""
-    params = init_params(network, spec, key)
-    opt_state = make_optimizer(config).init(params)
-    return LearnerState(params, opt_state, jnp.zeros((), jnp.int32))
+def state_template(config: Config, network, spec: EnvSpec) -> LearnerState:
+    """The shapes and dtypes of :func:`init_state`'s result, computing nothing."""
+    return jax.eval_shape(_fresh_state_fn(config, network, spec), jax.random.PRNGKey(0))
 
 
 def make_act(network) -> Callable:

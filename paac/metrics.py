@@ -67,3 +67,25 @@ def _fmt(v) -> str:
         return str(v)
     v = float(v)
     return "" if math.isnan(v) else f"{v:.6g}"
+
+
+def truncate_metrics(run_dir: str, step: int) -> int:
+    """Drops the rows of ``metrics.csv`` logged after ``step`` (a resumed run rewrites them).
+
+    Returns how many rows were dropped. The file is replaced atomically.
+    """
+    path = os.path.join(run_dir, "metrics.csv")
+    if not os.path.exists(path):
+        return 0
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    keep = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= step]
+    if len(keep) == len(rows):
+        return 0
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(keep)
+    os.replace(tmp, path)
+    return len(rows) - len(keep)

@@ -11,17 +11,27 @@ environment step; the same code runs unchanged on a GPU.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 from typing import NamedTuple
 
 import jax
 import numpy as np
 
+from paac.checkpoints import (
+    Checkpointer,
+    check_resume_config,
+    config_from_meta,
+    read_meta,
+    restore,
+    run_dir_of,
+)
 from paac.config import Config, ConfigError
 from paac.envs import EpisodeStats, check_arch, env_spec, make_training_env
-from paac.learner import Batch, LearnerState, init_state, make_act, make_update
-from paac.metrics import MetricsWriter
+from paac.learner import Batch, LearnerState, init_state, make_act, make_update, state_template
+from paac.metrics import MetricsWriter, truncate_metrics
 from paac.networks import make_network
 
 
@@ -32,12 +42,55 @@ class TrainResult(NamedTuple):
     episodes: int
     score_last20: float | None
     interrupted: bool
+    signal: int | None  # the signal that stopped the run, if one did
+
+
+def segment_env_seed(seed: int, update: int) -> int:
+    """The environment seed of the segment that starts at ``update``.
+
+    Every checkpoint starts a new segment: the environments restart from fresh episodes
+    with this seed, whether the run goes on or is resumed later from that checkpoint, so
+    that a resumed run is exactly the run that never stopped (EnvPool's state cannot be
+    saved). The first segment uses ``seed`` itself.
+    """
+    if update == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, update]).generate_state(1)[0] % 2**31)
+
+
+class StopSignals:
+    """SIGINT and SIGTERM ask the loop to stop after the current update (and checkpoint).
+
+    A second SIGINT interrupts at once. Handlers are installed only in the main thread.
+    """
+
+    def __enter__(self) -> StopSignals:
+        self.signum: int | None = None
+        self._previous: dict = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def make_run_dir(config: Config) -> str:
     """``<out_dir>/<env>/<run_name>``, created; a clear ConfigError if it cannot be."""
     name = config.run_name or f"{config.arch}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = os.path.join(config.out_dir, config.env, name)
+    _check_writable(run_dir, "out_dir", config.out_dir)
+    return run_dir
+
+
+def _check_writable(run_dir: str, field: str, value: str) -> None:
     try:
         os.makedirs(run_dir, exist_ok=True)
         probe = os.path.join(run_dir, ".write-test")
@@ -45,10 +98,10 @@ def make_run_dir(config: Config) -> str:
             pass
         os.remove(probe)
     except OSError as e:
+        flag = "--" + field.replace("_", "-")
         raise ConfigError(
-            f"--out-dir={config.out_dir!r} is invalid: cannot write {run_dir!r} ({e.strerror})"
+            f"{flag}={value!r} is invalid: cannot write {run_dir!r} ({e.strerror})"
         ) from None
-    return run_dir
 
 
 def collect_rollout(env, act, params, key, obs, done_before, stats: EpisodeStats, t_max: int):
@@ -87,37 +140,70 @@ def _mean_metrics(pending: list[dict]) -> dict[str, float]:
     return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
 
 
+class _Resume(NamedTuple):
+    directory: str
+    step: int
+    meta: dict
+    run_dir: str
+
+
+def _prepare_resume(config: Config) -> _Resume | None:
+    if config.resume is None:
+        return None
+    meta, directory, step = read_meta(config.resume)
+    where = os.path.join(directory, str(step))
+    check_resume_config(config_from_meta(meta, where), config, config.resume)
+    run_dir = run_dir_of(directory)
+    _check_writable(run_dir, "resume", config.resume)
+    return _Resume(directory, step, meta, run_dir)
+
+
 def train(config: Config, *, progress: bool = True) -> TrainResult:
     """Trains ``config`` to ``total_steps`` (or ``target_score``), writing the run directory.
 
-    Ctrl-C stops cleanly: the outputs so far are kept and the result says so.
+    Checkpoints are saved every ``checkpoint_interval`` steps, at the end, and when
+    SIGINT/SIGTERM stops the run (after the current update). With ``config.resume`` the
+    run continues from a checkpoint: counters, schedule, RNG and logs go on where they
+    were; the environments restart from fresh episodes (see :func:`segment_env_seed`).
     """
-    env = make_training_env(config)
+    resume = _prepare_resume(config)
+    start_update = int(resume.meta["update"]) if resume else 0
+    env = make_training_env(config, seed=segment_env_seed(config.seed, start_update))
     try:
         spec = env_spec(env, config.env)
         check_arch(config, spec)
-        run_dir = make_run_dir(config)
+        run_dir = resume.run_dir if resume else make_run_dir(config)
+        network = make_network(config.arch, spec.num_actions, config.conv_impl)
+        if resume:
+            restored = restore(resume.directory, resume.step, state_template(config, network, spec))
+            state, act_key = restored.state, restored.act_key
+        else:
+            init_key, act_key = jax.random.split(jax.random.PRNGKey(config.seed))
+            state = init_state(config, network, spec, init_key)
     except ConfigError:
         env.close()
         raise
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         f.write(config.to_json())
-
-    network = make_network(config.arch, spec.num_actions, config.conv_impl)
-    key = jax.random.PRNGKey(config.seed)
-    init_key, act_key = jax.random.split(key)
-    state = init_state(config, network, spec, init_key)
     act = jax.jit(make_act(network))
     update = jax.jit(make_update(config, network))
 
-    writer = MetricsWriter(run_dir)
+    steps = start_update * config.batch_size
     stats = EpisodeStats(config.n_envs)
+    walltime_before = 0.0
+    if resume:
+        stats.load(resume.meta.get("episode_stats", {}))
+        walltime_before = float(resume.meta.get("walltime", 0.0))
+        truncate_metrics(run_dir, steps)
+    writer = MetricsWriter(run_dir)
+    checkpointer = Checkpointer(run_dir, config.keep)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(
             total=config.num_updates * config.batch_size,
+            initial=steps,
             unit="step",
             unit_scale=True,
             dynamic_ncols=True,
@@ -127,19 +213,19 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
 
     obs, _ = env.reset()
     done_before = np.zeros(config.n_envs, bool)
-    steps = 0
     pending: list[dict] = []
-    t_start = time.perf_counter()
-    last_log_time, last_log_step = t_start, 0
+    t_start = time.perf_counter() - walltime_before
+    last_log_time, last_log_step = time.perf_counter(), steps
+    last_save_step = steps
     interrupted = False
 
-    def log_row(update_idx: int) -> None:
+    def log_row() -> None:
         nonlocal last_log_time, last_log_step, pending
         now = time.perf_counter()
         scores, lengths = stats.drain()
         row = {
             "step": steps,
-            "update": update_idx,
+            "update": steps // config.batch_size,
             "walltime": now - t_start,
             "sps": (steps - last_log_step) / max(now - last_log_time, 1e-9),
             "score": float(np.mean(scores)) if scores else None,
@@ -154,38 +240,60 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
         if bar is not None and stats.recent_mean is not None:
             bar.set_postfix(score=f"{stats.recent_mean:.1f}", refresh=False)
 
-    try:
-        for u in range(config.num_updates):
-            batch, act_key, obs, done_before = collect_rollout(
-                env, act, state.params, act_key, obs, done_before, stats, config.t_max
-            )
-            state, metrics = update(state, batch)
-            pending.append(metrics)
-            steps += config.batch_size
-            if bar is not None:
-                bar.update(config.batch_size)
-            reached = (
-                config.target_score is not None
-                and stats.recent_full
-                and stats.recent_mean >= config.target_score
-            )
-            if steps - last_log_step >= config.log_interval or reached:
-                log_row(u + 1)
-            if reached:
-                break
-        else:
-            if steps > last_log_step:
-                log_row(config.num_updates)
-    except KeyboardInterrupt:
-        interrupted = True
-        if steps > last_log_step:
-            log_row(int(state.update_count))
-    finally:
-        if bar is not None:
-            bar.close()
-        writer.close()
-        env.close()
+    def save() -> None:
+        nonlocal last_save_step
+        meta = {
+            "config": config.to_dict(),
+            "update": steps // config.batch_size,
+            "episode_stats": stats.summary(),
+            "walltime": time.perf_counter() - t_start,
+        }
+        checkpointer.save(steps, state, act_key, meta)
+        last_save_step = steps
 
+    with StopSignals() as stop:
+        try:
+            for u in range(start_update, config.num_updates):
+                batch, act_key, obs, done_before = collect_rollout(
+                    env, act, state.params, act_key, obs, done_before, stats, config.t_max
+                )
+                state, metrics = update(state, batch)
+                pending.append(metrics)
+                steps += config.batch_size
+                if bar is not None:
+                    bar.update(config.batch_size)
+                reached = (
+                    config.target_score is not None
+                    and stats.recent_full
+                    and stats.recent_mean >= config.target_score
+                )
+                last = reached or stop.signum is not None or u + 1 == config.num_updates
+                if steps - last_log_step >= config.log_interval or last:
+                    log_row()
+                if last:
+                    break
+                interval = config.checkpoint_interval
+                if interval and steps // interval > last_save_step // interval:
+                    save()
+                    # A new segment: fresh episodes, exactly as a run resumed from here sees.
+                    env.close()
+                    env = make_training_env(config, seed=segment_env_seed(config.seed, u + 1))
+                    obs, _ = env.reset()
+                    done_before[:] = False
+                    stats.abandon_running()
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep the last checkpoint
+            interrupted = True
+        else:
+            if steps > last_save_step:
+                save()
+        finally:
+            if bar is not None:
+                bar.close()
+            writer.close()
+            checkpointer.close()
+            env.close()
+
+    interrupted = interrupted or stop.signum is not None
     what = "interrupted" if interrupted else "finished"
     score = stats.recent_mean
     score_txt = f", last-20 mean score {score:.2f}" if score is not None else ""
@@ -194,4 +302,5 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
         file=sys.stderr,
         flush=True,
     )
-    return TrainResult(state, run_dir, steps, stats.episodes, score, interrupted)
+    signum = stop.signum if stop.signum is not None else (signal.SIGINT if interrupted else None)
+    return TrainResult(state, run_dir, steps, stats.episodes, score, interrupted, signum)

@@ -1,0 +1,252 @@
+"""Checkpoints with orbax: everything needed to continue a run, written atomically.
+
+A run directory holds ``checkpoints/<step>/`` (``step`` = environment steps), each an
+orbax ``CheckpointManager`` step with two items:
+
+* ``state``: the learner state (parameters, optimiser state, update counter) and the
+  action-sampling RNG key, saved with ``ocp.args.StandardSave``;
+* ``meta``: JSON with the format version, the resolved config, the step, the episode
+  statistics and the wall time so far.
+
+Orbax writes a step into a temporary directory and renames it when complete, so a run
+killed in the middle of a save leaves the previous checkpoint readable; half-written
+temporary directories are never taken for checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from paac.config import Config, ConfigError
+
+FORMAT_VERSION = 1
+CHECKPOINT_SUBDIR = "checkpoints"
+
+# Fields a resumed run may change: they do not touch the mathematics of the run.
+RESUME_MUTABLE_FIELDS = frozenset(
+    {
+        "num_threads",
+        "log_interval",
+        "checkpoint_interval",
+        "keep",
+        "target_score",
+        "resume",
+        "out_dir",
+        "run_name",
+        "conv_impl",
+    }
+)
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint is missing, unreadable or does not fit; the message says which and why."""
+
+
+class Restored(NamedTuple):
+    state: Any  # LearnerState
+    act_key: jax.Array
+    meta: dict
+
+
+def _ocp():
+    import orbax.checkpoint as ocp
+
+    return ocp
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Orbax logs routine notes at WARNING through absl; keep them off the console."""
+    from absl import logging as absl_logging
+
+    level = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(level)
+
+
+def _manager(directory: str, keep: int | None = None, read_only: bool = False):
+    ocp = _ocp()
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        create=not read_only,
+        read_only=read_only,
+        save_interval_steps=0 if read_only else 1,
+    )
+    with _quiet():
+        return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+class Checkpointer:
+    """Saves a run's checkpoints under ``<run_dir>/checkpoints``, keeping the last ``keep``."""
+
+    def __init__(self, run_dir: str, keep: int):
+        self.directory = os.path.join(run_dir, CHECKPOINT_SUBDIR)
+        self._manager = _manager(self.directory, keep=keep)
+
+    def save(self, step: int, state, act_key, meta: dict) -> None:
+        ocp = _ocp()
+        item = {"learner": state, "act_key": act_key}
+        meta = {"format_version": FORMAT_VERSION, "step": int(step), **meta}
+        with _quiet():
+            self._manager.save(
+                int(step),
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(item), meta=ocp.args.JsonSave(meta)
+                ),
+                force=True,
+            )
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def _steps_in(directory: str) -> list[int]:
+    """Completed checkpoint steps in an orbax directory (temporary ones are not listed)."""
+    if not os.path.isdir(directory):
+        return []
+    with _quiet():
+        return sorted(_manager(directory, read_only=True).all_steps())
+
+
+def locate(path: str) -> tuple[str, int]:
+    """``(checkpoints_dir, step)`` for a run directory (its latest checkpoint), a
+    ``checkpoints`` directory (its latest), or one ``checkpoints/<step>`` directory."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path!r}: no such file or directory")
+    path = os.path.abspath(path)
+    if not os.path.isdir(path):
+        raise CheckpointError(f"{path!r} is not a directory (give a run or checkpoint directory)")
+    name = os.path.basename(path)
+    parent = os.path.dirname(path)
+    if name.isdigit() and int(name) in _steps_in(parent):
+        return parent, int(name)
+    for directory in (os.path.join(path, CHECKPOINT_SUBDIR), path):
+        steps = _steps_in(directory)
+        if steps:
+            return directory, steps[-1]
+    raise CheckpointError(
+        f"{path!r} holds no checkpoint (looked in it and in {CHECKPOINT_SUBDIR}/)"
+    )
+
+
+def run_dir_of(checkpoints_dir: str) -> str:
+    """The run directory a ``checkpoints`` directory belongs to."""
+    return os.path.dirname(os.path.abspath(checkpoints_dir))
+
+
+def _unreadable(where: str, err: Exception) -> CheckpointError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return CheckpointError(f"checkpoint {where!r} is unreadable ({type(err).__name__}: {first})")
+
+
+def read_meta(path: str) -> tuple[dict, str, int]:
+    """``(meta, checkpoints_dir, step)`` of the checkpoint at ``path`` (see :func:`locate`)."""
+    directory, step = locate(path)
+    ocp = _ocp()
+    where = os.path.join(directory, str(step))
+    try:
+        with _quiet():
+            restored = _manager(directory, read_only=True).restore(
+                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+            )
+        meta = dict(restored["meta"])
+    except Exception as e:  # orbax raises many kinds; all mean the same to the user
+        raise _unreadable(where, e) from None
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {where!r} has format version {version!r}; this paac reads "
+            f"version {FORMAT_VERSION}"
+        )
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"checkpoint {where!r} has no saved config")
+    return meta, directory, step
+
+
+def config_from_meta(meta: dict, where: str = "") -> Config:
+    """The :class:`Config` saved in a checkpoint (validated as any config is)."""
+    known = {f.name for f in dataclasses.fields(Config)}
+    saved = {k: v for k, v in meta["config"].items() if k in known}
+    try:
+        return Config(**saved)
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {where!r} holds an invalid config: {e}") from None
+
+
+def check_resume_config(saved: Config, given: Config, where: str) -> None:
+    """A resumed run must keep the saved run's mathematics; name the first conflict."""
+    for field in dataclasses.fields(Config):
+        if field.name in RESUME_MUTABLE_FIELDS:
+            continue
+        old, new = getattr(saved, field.name), getattr(given, field.name)
+        if old != new:
+            flag = "--" + field.name.replace("_", "-")
+            raise CheckpointError(
+                f"--resume={where!r} conflicts with {flag}={new!r}: the checkpoint was "
+                f"trained with {flag}={old!r} (start a new run to change it)"
+            )
+
+
+def restore(directory: str, step: int, template) -> Restored:
+    """Restores the learner state into ``template`` (see ``paac.learner.state_template``)."""
+    ocp = _ocp()
+    where = os.path.join(directory, str(step))
+    target = {
+        "learner": template,
+        "act_key": jax.ShapeDtypeStruct((2,), np.uint32),
+    }
+    try:
+        with _quiet():
+            restored = _manager(directory, read_only=True).restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
+                ),
+            )
+    except Exception as e:
+        raise _unreadable(where, e) from None
+    item = restored["state"]
+    _check_fits(item["learner"], template, where)
+    return Restored(item["learner"], item["act_key"], dict(restored["meta"]))
+
+
+def restore_params(directory: str, step: int, params_template) -> Any:
+    """Only the network parameters, checked against ``params_template`` (for evaluation)."""
+    ocp = _ocp()
+    where = os.path.join(directory, str(step))
+    try:
+        with _quiet():
+            restored = _manager(directory, read_only=True).restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+            )
+        params = restored["state"]["learner"]["params"]
+    except Exception as e:
+        raise _unreadable(where, e) from None
+    _check_fits(params, params_template, where)
+    return jax.tree.map(lambda x, t: np.asarray(x, t.dtype), params, params_template)
+
+
+def _check_fits(tree, template, where: str) -> None:
+    got = jax.tree_util.tree_flatten_with_path(tree)[0]
+    want = jax.tree_util.tree_flatten_with_path(template)[0]
+    got_shapes = {jax.tree_util.keystr(k): tuple(np.shape(v)) for k, v in got}
+    want_shapes = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in want}
+    if got_shapes != want_shapes:
+        diff = sorted(set(got_shapes.items()) ^ set(want_shapes.items()))[:2]
+        raise CheckpointError(
+            f"checkpoint {where!r} does not fit this network: its arrays differ from the "
+            f"architecture's (first differences: {diff})"
+        )

@@ -1,0 +1,204 @@
+"""Evaluation: restore a checkpoint, play whole games, report raw scores, record a video.
+
+Games are played as scores are reported: Atari without reward clipping or episodic
+life (a game ends when all lives are lost or at the 27,000-step limit), up to 30 no-op
+starts, the raw game score. Everything needed comes from the checkpoint itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from typing import Any
+
+import jax
+import numpy as np
+
+from paac.checkpoints import config_from_meta, read_meta, restore_params, run_dir_of
+from paac.config import ConfigError
+from paac.envs import check_arch, env_spec, make_env
+from paac.learner import make_act, make_greedy_act, state_template
+from paac.networks import make_network
+
+VIDEO_SUFFIXES = (".mp4", ".gif")
+
+
+def _check_video_path(video: str) -> None:
+    if not video.lower().endswith(VIDEO_SUFFIXES):
+        raise ConfigError(f"--video={video!r} is invalid: the name must end in .mp4 or .gif")
+    parent = os.path.dirname(os.path.abspath(video))
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise ConfigError(f"--video={video!r} is invalid: cannot write in {parent!r}")
+
+
+def _burn_in(frame: np.ndarray, text: str) -> np.ndarray:
+    """The frame with ``text`` written at its top-left corner, on a dark box."""
+    from PIL import Image, ImageDraw
+
+    img = Image.fromarray(frame)
+    draw = ImageDraw.Draw(img)
+    left, top, right, bottom = draw.textbbox((2, 1), text)
+    draw.rectangle((0, 0, right + 2, bottom + 2), fill=(0, 0, 0))
+    draw.text((2, 1), text, fill=(255, 255, 255))
+    return np.asarray(img)
+
+
+def write_video(frames: list[np.ndarray], path: str, fps: int = 30) -> None:
+    """Writes RGB frames to ``path`` (.mp4 with ffmpeg, .gif with Pillow), atomically."""
+    root, suffix = os.path.splitext(path)
+    tmp = f"{root}.partial{suffix}"
+    try:
+        if suffix.lower() == ".gif":
+            from PIL import Image
+
+            images = [Image.fromarray(f) for f in frames]
+            images[0].save(
+                tmp, save_all=True, append_images=images[1:], duration=1000 / fps, loop=0
+            )
+        else:
+            import imageio.v2 as imageio
+
+            with warnings.catch_warnings():  # JAX warns on any fork; ffmpeg is fork + exec
+                warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+                with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=2) as w:
+                    for f in frames:
+                        w.append_data(f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def evaluate(
+    path: str,
+    episodes: int = 10,
+    greedy: bool = False,
+    seed: int | None = None,
+    video: str | None = None,
+    num_envs: int | None = None,
+    write_json: bool = True,
+) -> dict[str, Any]:
+    """Plays ``episodes`` whole games with the policy of the checkpoint at ``path``.
+
+    ``path`` is a run directory (its latest checkpoint) or a ``checkpoints/<step>``
+    directory. Games run on ``num_envs`` environments (default ``min(episodes, 16)``),
+    each playing a fixed quota, so short games are not favoured. With ``video`` the
+    first game of environment 0 is recorded at the game's native resolution with the
+    running score burned in. Returns the statistics, also written as
+    ``<run_dir>/eval-<step>.json``.
+    """
+    if not isinstance(episodes, int) or episodes < 1:
+        raise ConfigError(f"--episodes={episodes!r} is invalid: must be an integer >= 1")
+    if num_envs is not None and (not isinstance(num_envs, int) or num_envs < 1):
+        raise ConfigError(f"--num-envs={num_envs!r} is invalid: must be an integer >= 1")
+    if video is not None:
+        _check_video_path(video)
+    meta, directory, step = read_meta(path)
+    where = os.path.join(directory, str(step))
+    config = config_from_meta(meta, where)
+    n = min(num_envs or 16, episodes)
+    seed = config.seed + 1_000_003 if seed is None else seed  # not the training streams
+    extra = {"render_mode": "rgb_array"} if video else {}
+    env = make_env(config.env, n, seed, training=False, num_threads=config.num_threads, **extra)
+    try:
+        spec = env_spec(env, config.env)
+        check_arch(config, spec)
+        network = make_network(config.arch, spec.num_actions, config.conv_impl)
+        params = restore_params(directory, step, state_template(config, network, spec).params)
+        act = jax.jit((make_greedy_act if greedy else make_act)(network))
+        result = _play(env, act, params, episodes, n, seed, video)
+    finally:
+        env.close()
+    stats = {
+        "checkpoint": where,
+        "env": config.env,
+        "arch": config.arch,
+        "step": step,
+        "episodes": episodes,
+        "policy": "greedy" if greedy else "sampled",
+        "seed": seed,
+        "mean": float(np.mean(result["scores"])),
+        "std": float(np.std(result["scores"])),
+        "min": float(np.min(result["scores"])),
+        "max": float(np.max(result["scores"])),
+        "steps": int(np.sum(result["lengths"])),
+        "scores": result["scores"],
+        "lengths": result["lengths"],
+        "seconds": result["seconds"],
+        "video": os.path.abspath(video) if video else None,
+        "video_frames": result["video_frames"],
+        "video_game": result["video_game"],
+    }
+    if write_json:
+        out = os.path.join(run_dir_of(directory), f"eval-{step}.json")
+        tmp = out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(stats, f, indent=2)
+        os.replace(tmp, out)
+        stats["json"] = out
+    return stats
+
+
+def _play(env, act, params, episodes: int, n: int, seed: int, video: str | None) -> dict:
+    quota = np.full(n, episodes // n) + (np.arange(n) < episodes % n)
+    played = np.zeros(n, np.int64)
+    returns = np.zeros(n, np.float64)
+    lengths = np.zeros(n, np.int64)
+    done_before = np.zeros(n, bool)
+    scores: list[float] = []
+    game_lengths: list[int] = []
+    key = jax.random.PRNGKey(seed)
+    obs, _ = env.reset()
+    frames: list[np.ndarray] = []
+    recording = video is not None
+    video_game = None
+    if recording:
+        frames.append(_burn_in(env.render(env_ids=[0])[0], "score 0"))
+    t0 = time.perf_counter()
+    while (played < quota).any():
+        actions, key = act(params, obs, key)
+        obs, reward, terminated, truncated, info = env.step(np.asarray(actions))
+        raw = np.asarray(info.get("reward", reward), np.float64)
+        over = np.asarray(info.get("terminated", terminated), bool) | np.asarray(truncated, bool)
+        returns += raw
+        lengths += ~done_before
+        if recording:
+            frames.append(_burn_in(env.render(env_ids=[0])[0], f"score {returns[0]:g}"))
+            if over[0]:
+                recording = False
+                video_game = (float(returns[0]), int(lengths[0]))
+        for i in np.flatnonzero(over):
+            if played[i] < quota[i]:
+                scores.append(float(returns[i]))
+                game_lengths.append(int(lengths[i]))
+                played[i] += 1
+        returns[over] = 0.0
+        lengths[over] = 0
+        done_before = np.asarray(terminated, bool) | np.asarray(truncated, bool)
+    seconds = time.perf_counter() - t0
+    if video is not None:
+        write_video(frames, video)
+    return {
+        "scores": scores,
+        "lengths": game_lengths,
+        "seconds": seconds,
+        "video_frames": len(frames) if video else 0,
+        "video_game": video_game,  # (score, steps) of the recorded game
+    }
+
+
+def format_report(stats: dict) -> str:
+    lines = [
+        f"{stats['env']} ({stats['arch']}), checkpoint at step {stats['step']:,}: "
+        f"{stats['episodes']} games, {stats['policy']} policy",
+        f"  score  mean {stats['mean']:.2f}  std {stats['std']:.2f}  "
+        f"min {stats['min']:g}  max {stats['max']:g}",
+        f"  steps played {stats['steps']:,} in {stats['seconds']:.1f} s",
+    ]
+    if stats.get("video"):
+        lines.append(f"  video  {stats['video']} ({stats['video_frames']} frames)")
+    if stats.get("json"):
+        lines.append(f"  json   {stats['json']}")
+    return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""Checkpoints: exact resume, signals, bad checkpoints, and evaluation from a checkpoint."""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from paac import Config, train
+from paac.checkpoints import CheckpointError, locate, read_meta
+from paac.evaluate import evaluate
+from tests.conftest import ROOT
+
+CARTPOLE = dict(
+    env="CartPole-v1", arch="mlp", n_envs=8, t_max=5, total_steps=8000, lr=0.01,
+    entropy_coef=0.01, checkpoint_interval=4000, log_interval=1000,
+)  # fmt: skip
+
+
+def _rows(run_dir):
+    with open(os.path.join(run_dir, "metrics.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _listing(path):
+    return sorted(
+        (os.path.relpath(os.path.join(d, f), path), os.path.getmtime(os.path.join(d, f)))
+        for d, _, files in os.walk(path)
+        for f in files
+    )
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """A CartPole run of 8000 steps with checkpoints at 4000 and 8000."""
+    out = tmp_path_factory.mktemp("runs")
+    result = train(Config(**CARTPOLE, out_dir=str(out), run_name="straight"), progress=False)
+    return result
+
+
+def test_resume_gives_the_straight_run(straight, tmp_path):
+    """Training N steps straight equals training to N/2, stopping, and resuming to N."""
+    run = tmp_path / "resumed"
+    shutil.copytree(straight.run_dir, run)
+    shutil.rmtree(run / "checkpoints" / "8000")  # as if the run had stopped at 4000
+    with open(run / "metrics.csv", "a") as f:  # a row logged after the checkpoint, then killed
+        f.write("4500,112,9.9,1,,,1,,0,0,0,0,0,0\n")
+    resumed = train(Config(**CARTPOLE, out_dir="unused", resume=str(run)), progress=False)
+    assert resumed.run_dir == str(run) and resumed.steps == straight.steps == 8000
+    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    assert int(resumed.state.update_count) == 200
+    # Logs are appended, not restarted: the same rows (wall time aside), none duplicated.
+    ours, theirs = _rows(run), _rows(straight.run_dir)
+    assert (
+        [r["step"] for r in ours]
+        == [r["step"] for r in theirs]
+        == [str(s) for s in range(1000, 8001, 1000)]
+    )
+    for a, b in zip(ours, theirs, strict=True):
+        for col in ("score_last20", "episodes", "policy_loss", "value_loss", "lr"):
+            assert a[col] == b[col], col
+    assert resumed.episodes == straight.episodes
+
+
+def test_keep_bounds_checkpoints(tmp_path):
+    cfg = Config(**{**CARTPOLE, "checkpoint_interval": 1000}, keep=2, out_dir=str(tmp_path))
+    result = train(cfg, progress=False)
+    assert sorted(os.listdir(os.path.join(result.run_dir, "checkpoints"))) == ["7000", "8000"]
+    meta, _, step = read_meta(result.run_dir)
+    assert step == 8000 and meta["update"] == 200 and meta["config"]["n_envs"] == 8
+    assert meta["format_version"] == 1 and meta["episode_stats"]["episodes"] > 0
+
+
+def test_half_written_checkpoint_is_ignored(straight, tmp_path):
+    """A save killed midway leaves orbax's temporary directory: never taken for a checkpoint."""
+    from orbax.checkpoint._src.path.atomicity import TMP_DIR_SUFFIX
+
+    run = tmp_path / "run"
+    shutil.copytree(straight.run_dir, run)
+    partial = run / "checkpoints" / f"12000{TMP_DIR_SUFFIX}"
+    shutil.copytree(run / "checkpoints" / "8000", partial)
+    shutil.rmtree(partial / "state")
+    assert locate(str(run)) == (str(run / "checkpoints"), 8000)
+    assert evaluate(str(run), episodes=1, write_json=False)["step"] == 8000
+
+
+def _eval_cli(*args):
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", "evaluate.py"), *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+
+
+def _one_error_line(out):
+    assert out.returncode == 2, out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("paac: error: "), out.stderr
+    return lines[0]
+
+
+def test_bad_paths_and_corrupt_checkpoints(straight, tmp_path):
+    assert "no such file" in _one_error_line(_eval_cli(str(tmp_path / "missing")))
+    (tmp_path / "empty").mkdir()
+    assert "holds no checkpoint" in _one_error_line(_eval_cli(str(tmp_path / "empty")))
+    run = tmp_path / "corrupt"
+    shutil.copytree(straight.run_dir, run)
+    for d, _, files in os.walk(run / "checkpoints" / "8000" / "state"):
+        for f in files:
+            with open(os.path.join(d, f), "wb") as fh:
+                fh.write(b"\x00garbage")
+    before = _listing(run)
+    line = _one_error_line(_eval_cli(str(run)))
+    assert "unreadable" in line and "8000" in line
+    with pytest.raises(CheckpointError, match="unreadable"):
+        train(Config(**CARTPOLE, resume=str(run)), progress=False)
+    assert _listing(run) == before  # nothing written, nothing touched
+
+
+def test_conflicting_resume_is_refused_untouched(straight, tmp_path, script):
+    run = tmp_path / "run"
+    shutil.copytree(straight.run_dir, run)
+    before = _listing(run)
+    out = script("control.py", "--resume", str(run), "--n-envs", "4")
+    line = _one_error_line(out)
+    assert "--n-envs=4" in line and "--n-envs=8" in line
+    out = script("atari.py", "--resume", str(run), "--env", "Pong-v5", "--arch", "nips")
+    assert "--env='Pong-v5'" in _one_error_line(out)
+    assert _listing(run) == before
+
+
+def test_sigterm_checkpoints_and_resume_continues(tmp_path, script):
+    run_dir = tmp_path / "CartPole-v1" / "term"
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "experiments", "control.py"),
+         "--total-steps", "100000000", "--log-interval", "2000",
+         "--checkpoint-interval", "0", "--out-dir", str(tmp_path), "--run-name", "term"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while not ((run_dir / "metrics.csv").exists() and len(_rows(run_dir)) >= 2):
+            assert time.time() < deadline, "training never logged"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    meta, _, step = read_meta(str(run_dir))
+    assert step == int(_rows(run_dir)[-1]["step"]) and meta["update"] * 80 == step
+    assert f"at step {step:,}" in stderr.strip().splitlines()[-1]
+    # Resume: counters go on from the checkpoint (--target-score is a per-run setting).
+    out = script("control.py", "--resume", str(run_dir), "--target-score", "0")
+    assert out.returncode == 0, out.stderr
+    rows = _rows(run_dir)
+    assert int(rows[-1]["step"]) == step + 80 and int(rows[-1]["update"]) == meta["update"] + 1
+    assert read_meta(str(run_dir))[2] == step + 80
+
+
+def test_evaluate_cartpole_with_videos(straight, tmp_path):
+    import imageio.v3 as iio
+    from PIL import Image
+
+    gif, mp4 = tmp_path / "play.gif", tmp_path / "play.mp4"
+    out = _eval_cli(straight.run_dir, "--episodes", "3", "--video", str(gif), "--seed", "7")
+    assert out.returncode == 0, out.stderr
+    assert "score  mean" in out.stdout and "3 games" in out.stdout
+    with open(os.path.join(straight.run_dir, "eval-8000.json")) as f:
+        stats = json.load(f)
+    assert len(stats["scores"]) == 3 and stats["steps"] == sum(stats["lengths"])
+    assert stats["mean"] == pytest.approx(np.mean(stats["scores"]))
+    assert stats["min"] == min(stats["scores"]) and stats["policy"] == "sampled"
+    # One frame after the reset, then one per step of the recorded game.
+    frames = stats["video_game"][1] + 1
+    with Image.open(gif) as im:
+        assert im.n_frames == frames == stats["video_frames"]
+        assert im.size == (600, 400)
+    greedy = evaluate(straight.run_dir, episodes=2, greedy=True, video=str(mp4), seed=7)
+    video = iio.imread(mp4)
+    assert video.shape[0] == greedy["video_game"][1] + 1 and video.shape[1:] == (400, 600, 3)
+    assert greedy["policy"] == "greedy"
+    assert set(os.listdir(tmp_path)) == {"play.gif", "play.mp4"}  # no partial files left
+
+
+def test_evaluate_rejects_bad_video_path(straight, tmp_path):
+    line = _one_error_line(_eval_cli(straight.run_dir, "--video", str(tmp_path / "x.avi")))
+    assert ".mp4 or .gif" in line
+    line = _one_error_line(_eval_cli(straight.run_dir, "--video", "/proc/nope/x.gif"))
+    assert "cannot write" in line
+
+
+def test_evaluate_pong_checkpoint(tmp_path, script):
+    out = script(
+        "atari.py", "--env", "Pong-v5", "--n-envs", "2", "--total-steps", "20",
+        "--out-dir", str(tmp_path), "--run-name", "p",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    stats = evaluate(str(tmp_path / "Pong-v5" / "p"), episodes=1)
+    # A whole game of Pong without clipping: 21 points to one side, raw score in [-21, 21].
+    assert -21 <= stats["mean"] <= 21 and stats["mean"] == stats["scores"][0]
+    assert stats["steps"] > 500 and stats["env"] == "Pong-v5"
+    assert os.path.exists(tmp_path / "Pong-v5" / "p" / "eval-20.json")
