@@ -19,6 +19,8 @@ CONTROL_DEFAULTS = Config(
     clip_norm=3.0,
     log_interval=5_000,
     checkpoint_interval=100_000,
+    target_interval=2_000,  # value-based algos only
+    epsilon_anneal_steps=40_000,  # value-based algos only
 )
 
 if __name__ == "__main__":

@@ -5,25 +5,39 @@ from paac.config import Config, ConfigError
 from paac.envs import EnvSpec, EpisodeStats, env_spec, make_env, make_training_env
 from paac.evaluate import evaluate
 from paac.learner import (
+    Algorithm,
     Batch,
     LearnerState,
     init_state,
+    make_a2c,
     make_act,
+    make_algorithm,
     make_greedy_act,
     make_lr_schedule,
     make_optimizer,
     make_update,
+    network_for,
     state_template,
 )
 from paac.losses import A2CLossTerms, a2c_loss, explained_variance, masked_mean
-from paac.networks import ActorCritic, make_network, make_torso
+from paac.networks import ActorCritic, QNetwork, make_network, make_torso
 from paac.plot import PlotError, RunCurves, load_run, plot_runs, smooth
 from paac.returns import batched_gae, batched_nstep_returns, gae, nstep_returns, valid_mask
-from paac.train import TrainResult, collect_rollout, segment_env_seed, train
+from paac.train import RolloutCarry, TrainResult, collect_rollout, segment_env_seed, train
+from paac.value import draw_final_epsilons, epsilon, make_value_algorithm, q_targets
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Algorithm",
+    "RolloutCarry",
+    "draw_final_epsilons",
+    "epsilon",
+    "make_a2c",
+    "make_algorithm",
+    "make_value_algorithm",
+    "network_for",
+    "q_targets",
     "CheckpointError",
     "Checkpointer",
     "PlotError",
@@ -37,6 +51,7 @@ __all__ = [
     "state_template",
     "A2CLossTerms",
     "ActorCritic",
+    "QNetwork",
     "Batch",
     "Config",
     "ConfigError",

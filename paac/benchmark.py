@@ -17,9 +17,8 @@ import numpy as np
 from paac.config import Config
 from paac.envs import EpisodeStats, check_arch, env_spec, make_training_env
 from paac.layers import resolve_conv_impl
-from paac.learner import Batch, init_state, make_act, make_update
-from paac.networks import make_network
-from paac.train import collect_rollout
+from paac.learner import init_state, make_algorithm, network_for
+from paac.train import RolloutCarry, collect_rollout
 from paac.xla_cpu import ynn_enabled
 
 
@@ -31,6 +30,8 @@ class BenchConfig:
     """EnvPool task id."""
     arch: str = "nips"
     """nips | nature | mlp."""
+    algo: str = "a2c"
+    """a2c | nstep_q | q | sarsa."""
     n_envs: int = 32
     """n_e."""
     t_max: int = 5
@@ -41,6 +42,9 @@ class BenchConfig:
     """Total measuring time, shared between the four measurements."""
     seed: int = 0
     """Seed."""
+
+
+_TIMED = ("obs", "action", "reward", "terminated", "truncated", "mask")
 
 
 def _timed(fn, seconds: float, steps_per_call: int) -> float:
@@ -58,6 +62,7 @@ def _timed(fn, seconds: float, steps_per_call: int) -> float:
 def run_benchmark(bench: BenchConfig) -> dict:
     config = Config(
         env=bench.env,
+        algo=bench.algo,
         arch=bench.arch,
         n_envs=bench.n_envs,
         t_max=bench.t_max,
@@ -81,26 +86,27 @@ def run_benchmark(bench: BenchConfig) -> dict:
     env_sps = _timed(env_step, 2 * share, n)
 
     # 2. Compilation of act and update.
-    network = make_network(config.arch, spec.num_actions, config.conv_impl)
+    network = network_for(config, spec)
+    algorithm = make_algorithm(config, network, spec)
     key = jax.random.PRNGKey(config.seed)
     state = init_state(config, network, spec, key)
-    act = jax.jit(make_act(network))
-    update = jax.jit(make_update(config, network))
+    act = jax.jit(algorithm.act)
+    update = jax.jit(algorithm.update)
     obs, _ = env.reset()
     t0 = time.perf_counter()
-    jax.block_until_ready(act(state.params, obs, key))
+    jax.block_until_ready(act(state, obs, key))
     act_compile = time.perf_counter() - t0
     stats = EpisodeStats(n)
-    done = np.zeros(n, bool)
-    batch, key, obs, done = collect_rollout(env, act, state.params, key, obs, done, stats, 1)
-    batch = Batch(*(np.repeat(x, config.t_max, 0) for x in batch[:-1]), batch.bootstrap_obs)
+    carry = RolloutCarry(key, obs, np.zeros(n, bool))
+    batch, carry = collect_rollout(env, act, state, carry, stats, 1, algorithm.lookahead)
+    batch = batch._replace(**{f: np.repeat(getattr(batch, f), config.t_max, 0) for f in _TIMED})
     t0 = time.perf_counter()
     jax.block_until_ready(update(state, batch))
     update_compile = time.perf_counter() - t0
 
     # 3. Act alone and update alone.
     def act_only():
-        jax.block_until_ready(act(state.params, obs, key))
+        jax.block_until_ready(act(state, carry.obs, carry.key))
 
     def update_only():
         jax.block_until_ready(update(state, batch))
@@ -109,20 +115,13 @@ def run_benchmark(bench: BenchConfig) -> dict:
     update_sps = _timed(update_only, share, config.batch_size)
 
     # 4. The whole loop: rollout and update, as in paac.train (logging aside).
-    carry = {"state": state, "key": key, "obs": obs, "done": done}
+    loop = {"state": state, "carry": carry}
 
     def train_step():
-        b, carry["key"], carry["obs"], carry["done"] = collect_rollout(
-            env,
-            act,
-            carry["state"].params,
-            carry["key"],
-            carry["obs"],
-            carry["done"],
-            stats,
-            config.t_max,
+        b, loop["carry"] = collect_rollout(
+            env, act, loop["state"], loop["carry"], stats, config.t_max, algorithm.lookahead
         )
-        carry["state"], metrics = update(carry["state"], b)
+        loop["state"], metrics = update(loop["state"], b)
         jax.block_until_ready(metrics)
 
     train_sps = _timed(train_step, 4 * share, config.batch_size)
@@ -131,6 +130,7 @@ def run_benchmark(bench: BenchConfig) -> dict:
     return {
         "env": bench.env,
         "arch": bench.arch,
+        "algo": bench.algo,
         "n_envs": n,
         "t_max": bench.t_max,
         "num_threads": bench.num_threads,

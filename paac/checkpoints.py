@@ -37,6 +37,7 @@ RESUME_MUTABLE_FIELDS = frozenset(
         "keep",
         "target_score",
         "resume",
+        "exact_resume",
         "out_dir",
         "run_name",
         "conv_impl",
@@ -142,6 +143,11 @@ def locate(path: str) -> tuple[str, int]:
     )
 
 
+def latest_step(checkpoints_dir: str) -> int | None:
+    steps = _steps_in(checkpoints_dir)
+    return steps[-1] if steps else None
+
+
 def run_dir_of(checkpoints_dir: str) -> str:
     """The run directory a ``checkpoints`` directory belongs to."""
     return os.path.dirname(os.path.abspath(checkpoints_dir))
@@ -200,14 +206,39 @@ def check_resume_config(saved: Config, given: Config, where: str) -> None:
             )
 
 
+def _on_local_device(template):
+    """Abstract arrays placed on this process's first device.
+
+    Without a sharding orbax falls back to the one saved with the checkpoint (e.g.
+    ``cuda:0``), and a checkpoint trained on a GPU would not load on a CPU or vice versa.
+    """
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), template
+    )
+
+
+def _saved_params(where: str):
+    """The saved parameters' array metadata (shapes, dtypes), read without restoring."""
+    ocp = _ocp()
+    try:
+        with _quiet():
+            metadata = ocp.StandardCheckpointer().metadata(os.path.join(where, "state"))
+        tree = getattr(metadata, "item_metadata", metadata)
+        return tree["learner"]["params"]
+    except Exception as e:
+        raise _unreadable(where, e) from None
+
+
 def restore(directory: str, step: int, template) -> Restored:
-    """Restores the learner state into ``template`` (see ``paac.learner.state_template``)."""
+    """Restores the learner state into ``template`` (``paac.learner.state_template``),
+    on this process's device whatever device the checkpoint was saved from."""
     ocp = _ocp()
     where = os.path.join(directory, str(step))
-    target = {
-        "learner": template,
-        "act_key": jax.ShapeDtypeStruct((2,), np.uint32),
-    }
+    _check_fits(_saved_params(where), template.params, where)
+    target = _on_local_device(
+        {"learner": template, "act_key": jax.ShapeDtypeStruct((2,), np.uint32)}
+    )
     try:
         with _quiet():
             restored = _manager(directory, read_only=True).restore(
@@ -219,30 +250,13 @@ def restore(directory: str, step: int, template) -> Restored:
     except Exception as e:
         raise _unreadable(where, e) from None
     item = restored["state"]
-    _check_fits(item["learner"], template, where)
     return Restored(item["learner"], item["act_key"], dict(restored["meta"]))
-
-
-def restore_params(directory: str, step: int, params_template) -> Any:
-    """Only the network parameters, checked against ``params_template`` (for evaluation)."""
-    ocp = _ocp()
-    where = os.path.join(directory, str(step))
-    try:
-        with _quiet():
-            restored = _manager(directory, read_only=True).restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
-            )
-        params = restored["state"]["learner"]["params"]
-    except Exception as e:
-        raise _unreadable(where, e) from None
-    _check_fits(params, params_template, where)
-    return jax.tree.map(lambda x, t: np.asarray(x, t.dtype), params, params_template)
 
 
 def _check_fits(tree, template, where: str) -> None:
     got = jax.tree_util.tree_flatten_with_path(tree)[0]
     want = jax.tree_util.tree_flatten_with_path(template)[0]
-    got_shapes = {jax.tree_util.keystr(k): tuple(np.shape(v)) for k, v in got}
+    got_shapes = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in got}
     want_shapes = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in want}
     if got_shapes != want_shapes:
         diff = sorted(set(got_shapes.items()) ^ set(want_shapes.items()))[:2]

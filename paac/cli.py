@@ -27,23 +27,29 @@ def _resume_default(default: Config, args: Sequence[str] | None) -> Config:
     import argparse
     import dataclasses
 
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     pre.add_argument("--resume")
-    known, _ = pre.parse_known_args(args)
+    try:
+        known, _ = pre.parse_known_args(args)
+    except argparse.ArgumentError:
+        raise ConfigError("--resume needs a value: a run directory or a checkpoint") from None
     if not known.resume or known.resume == "None":
         return default
-    from paac.checkpoints import config_from_meta, read_meta
+    from paac.checkpoints import CheckpointError, config_from_meta, read_meta
 
-    meta, directory, step = read_meta(known.resume)
+    try:
+        meta, directory, step = read_meta(known.resume)
+    except CheckpointError as e:
+        raise ConfigError(f"--resume={known.resume!r}: {e}") from None
     saved = config_from_meta(meta, f"{directory}/{step}")
     return dataclasses.replace(saved, resume=known.resume)
 
 
 def main(default: Config, args: Sequence[str] | None = None, description: str = "") -> int:
-    config = parse_config(default, args, description)
     from paac.xla_cpu import enable_ynn
 
-    enable_ynn()  # before JAX starts its backends
+    enable_ynn()  # before JAX starts its backends (reading a --resume checkpoint starts them)
+    config = parse_config(default, args, description)
     from paac.train import train
 
     try:

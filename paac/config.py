@@ -8,6 +8,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+ALGOS = ("a2c", "nstep_q", "q", "sarsa")
+"""Actor-critic (PAAC) and the value-based methods of Mnih et al. 2016."""
+VALUE_ALGOS = ("nstep_q", "q", "sarsa")
 ARCHS = ("nips", "nature", "mlp")
 """Network torsos: the two Atari CNNs of the PAAC paper and an MLP for vector observations."""
 IMAGE_ARCHS = ("nips", "nature")
@@ -28,6 +31,8 @@ class Config:
 
     env: str = "Pong-v5"
     """EnvPool task id, e.g. Pong-v5, Breakout-v5, CartPole-v1."""
+    algo: str = "a2c"
+    """a2c (PAAC) | nstep_q | q (one-step Q) | sarsa (one-step Sarsa), Mnih et al. 2016."""
     n_envs: int = 32
     """n_e: environments stepped in lock-step."""
     t_max: int = 5
@@ -74,14 +79,27 @@ class Config:
     """Environment steps between rows of metrics.csv and TensorBoard points."""
     target_score: float | None = None
     """Stop early once the mean raw score of the last 20 finished episodes reaches this."""
+    target_interval: int = 10_000
+    """Value-based algos: agent steps between target-network refreshes (10k = 40k frames)."""
+    epsilon_anneal_steps: int = 1_000_000
+    """Value-based algos: agent steps over which epsilon anneals from 1 (1M = 4M frames)."""
+    final_epsilons: tuple[float, ...] = (0.1, 0.01, 0.5)
+    """Value-based algos: final epsilons, one drawn per environment."""
+    final_epsilon_probs: tuple[float, ...] = (0.4, 0.3, 0.3)
+    """Value-based algos: probabilities of the final epsilons."""
     checkpoint_interval: int = 1_000_000
     """Environment steps between checkpoints (0: only at the end and on SIGINT/SIGTERM)."""
     keep: int = 3
     """How many checkpoints to keep (the newest)."""
+    exact_resume: bool = True
+    """Restart environments at interval checkpoints so resumed runs equal uninterrupted ones."""
     resume: str | None = None
     """Continue a run: its directory (latest checkpoint) or one checkpoints/<step> directory."""
 
     def __post_init__(self) -> None:
+        for field in ("final_epsilons", "final_epsilon_probs"):  # JSON gives lists
+            if isinstance(getattr(self, field), list):
+                object.__setattr__(self, field, tuple(getattr(self, field)))
         _validate(self)
 
     # Derived sizes: computed, never stored.
@@ -129,6 +147,7 @@ def _optional(rule: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 # field -> (rule, what is allowed). Checked in this order; the first failure is reported.
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "algo": (lambda x: x in ALGOS, f"must be one of {', '.join(ALGOS)}"),
     "n_envs": (_int_at_least(1), "must be an integer >= 1"),
     "t_max": (_int_at_least(1), "must be an integer >= 1"),
     "arch": (lambda x: x in ARCHS, f"must be one of {', '.join(ARCHS)}"),
@@ -148,10 +167,20 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda x: _int_at_least(0)(x) and x < 2**31, "must be an integer in [0, 2**31)"),
     "out_dir": (lambda x: isinstance(x, str) and x != "", "must be a non-empty path"),
     "run_name": (
-        _optional(lambda x: isinstance(x, str) and x != "" and "/" not in x),
-        "must be a non-empty name without '/'",
+        _optional(lambda x: isinstance(x, str) and x not in ("", ".", "..") and "/" not in x),
+        "must be a name without '/' (and not '.' or '..')",
     ),
     "target_score": (_optional(_finite), "must be a finite number, or None"),
+    "target_interval": (_int_at_least(1), "must be an integer >= 1"),
+    "epsilon_anneal_steps": (_int_at_least(0), "must be an integer >= 0"),
+    "final_epsilons": (
+        lambda x: len(x) >= 1 and all(_number(0, 1)(e) for e in x),
+        "must be one or more numbers in [0, 1]",
+    ),
+    "final_epsilon_probs": (
+        lambda x: len(x) >= 1 and all(_number(0, 1)(p) for p in x) and abs(sum(x) - 1) < 1e-6,
+        "must be probabilities (each in [0, 1]) that sum to 1",
+    ),
     "checkpoint_interval": (_int_at_least(0), "must be an integer >= 0 (0: end and signals)"),
     "keep": (_int_at_least(1), "must be an integer >= 1"),
     "resume": (_optional(lambda x: isinstance(x, str) and x != ""), "must be a path, or None"),
@@ -168,6 +197,12 @@ def _validate(c: Config) -> None:
         value = getattr(c, field)
         if not ok(value):
             raise _fail(field, value, allowed)
+    if len(c.final_epsilon_probs) != len(c.final_epsilons):
+        raise _fail(
+            "final_epsilon_probs",
+            c.final_epsilon_probs,
+            f"must give one probability per final epsilon ({len(c.final_epsilons)})",
+        )
     if not isinstance(c.total_steps, int) or not (
         c.batch_size <= c.total_steps < c.batch_size * 2**31
     ):

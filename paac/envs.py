@@ -77,7 +77,14 @@ def make_env(
             repeat_action_probability=0.0,
         )
     options.update(kwargs)
-    return envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, **options)
+    try:
+        return envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, **options)
+    except Exception as e:  # e.g. a task whose optional dependencies are missing
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ConfigError(
+            f"--env={env_id!r} is invalid: EnvPool could not create it "
+            f"({type(e).__name__}: {first})"
+        ) from None
 
 
 def make_training_env(config: Config, seed: int | None = None, **kwargs: Any):
@@ -97,14 +104,19 @@ def make_training_env(config: Config, seed: int | None = None, **kwargs: Any):
 def env_spec(env, env_id: str = "") -> EnvSpec:
     """Observation shape/dtype and the number of actions of an EnvPool environment."""
     space = env.action_space
+    name = env_id or type(env.spec).__name__.removesuffix("EnvSpec")
     if not hasattr(space, "n"):
-        name = env_id or type(env.spec).__name__.removesuffix("EnvSpec")
         raise ConfigError(
             f"--env={name!r} is invalid: its action space {space} is continuous; "
             "paac's actor-critic supports discrete action spaces only"
         )
     obs_space = env.observation_space
-    shape = tuple(int(d) for d in obs_space.shape)
+    shape = tuple(int(d) for d in (getattr(obs_space, "shape", None) or ()))
+    if len(shape) not in (1, 3):
+        raise ConfigError(
+            f"--env={name!r} is invalid: its observations ({type(obs_space).__name__} of shape "
+            f"{shape}) are neither stacked frames nor a vector; paac supports those two"
+        )
     return EnvSpec(
         obs_shape=shape,
         obs_dtype=np.dtype(obs_space.dtype),

@@ -16,11 +16,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from paac.checkpoints import config_from_meta, read_meta, restore_params, run_dir_of
-from paac.config import ConfigError
+from paac.checkpoints import config_from_meta, read_meta, restore, run_dir_of
+from paac.config import VALUE_ALGOS, ConfigError
 from paac.envs import check_arch, env_spec, make_env
-from paac.learner import make_act, make_greedy_act, state_template
-from paac.networks import make_network
+from paac.learner import make_algorithm, network_for, state_template
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
@@ -99,15 +98,19 @@ def evaluate(
     where = os.path.join(directory, str(step))
     config = config_from_meta(meta, where)
     n = min(num_envs or 16, episodes)
-    seed = config.seed + 1_000_003 if seed is None else seed  # not the training streams
+    if seed is None:  # a stream the training run did not use
+        seed = (config.seed + 1_000_003) % 2**31
+    elif not isinstance(seed, int) or not 0 <= seed < 2**31:
+        raise ConfigError(f"--seed={seed!r} is invalid: must be an integer in [0, 2**31)")
     extra = {"render_mode": "rgb_array"} if video else {}
     env = make_env(config.env, n, seed, training=False, num_threads=config.num_threads, **extra)
     try:
         spec = env_spec(env, config.env)
         check_arch(config, spec)
-        network = make_network(config.arch, spec.num_actions, config.conv_impl)
-        params = restore_params(directory, step, state_template(config, network, spec).params)
-        act = jax.jit((make_greedy_act if greedy else make_act)(network))
+        network = network_for(config, spec)
+        params = restore(directory, step, state_template(config, network, spec)).state.params
+        greedy = greedy or config.algo in VALUE_ALGOS  # value-based agents are played greedily
+        act = jax.jit(make_algorithm(config, network, spec).policy(greedy))
         result = _play(env, act, params, episodes, n, seed, video)
     finally:
         env.close()
@@ -115,9 +118,10 @@ def evaluate(
         "checkpoint": where,
         "env": config.env,
         "arch": config.arch,
+        "algo": config.algo,
         "step": step,
         "episodes": episodes,
-        "policy": "greedy" if greedy else "sampled",
+        "policy": "greedy" if greedy or config.algo in VALUE_ALGOS else "sampled",
         "seed": seed,
         "mean": float(np.mean(result["scores"])),
         "std": float(np.std(result["scores"])),

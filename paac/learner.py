@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from paac.config import Config
+from paac.config import VALUE_ALGOS, Config
 from paac.envs import EnvSpec
 from paac.losses import a2c_loss, explained_variance
 from paac.returns import batched_gae, batched_nstep_returns
@@ -35,6 +35,7 @@ class LearnerState(NamedTuple):
     params: Params
     opt_state: optax.OptState
     update_count: chex.Array  # int32 scalar: updates applied so far
+    extra: dict = {}  # per-algorithm state: {} for a2c; target network and epsilons for Q
 
 
 class Batch(NamedTuple):
@@ -53,6 +54,25 @@ class Batch(NamedTuple):
     truncated: chex.Array  # [T, N] bool
     mask: chex.Array  # [T, N] float32
     bootstrap_obs: chex.Array  # [N, *obs_shape]
+    next_action: chex.Array | None = None  # [N]: action taken at bootstrap_obs (lookahead)
+
+
+class Algorithm(NamedTuple):
+    """How an algorithm plugs into the one training loop; every function is pure and jittable.
+
+    ``init(key) -> LearnerState``; ``act(state, obs, key) -> (actions, key)`` for the
+    ``n_envs`` environments; ``update(state, batch) -> (state, metrics)``;
+    ``policy(greedy)`` returns ``(params, obs, key) -> (actions, key)`` for evaluation from
+    parameters alone. With ``lookahead`` the loop also acts on each rollout's bootstrap
+    observation (``Batch.next_action``) and takes that action first in the next rollout:
+    Sarsa's ``a'`` is the action actually taken.
+    """
+
+    init: Callable
+    act: Callable
+    update: Callable
+    policy: Callable
+    lookahead: bool = False
 
 
 def make_lr_schedule(config: Config) -> optax.Schedule:
@@ -76,19 +96,12 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
     )
 
 
-def _fresh_state_fn(config: Config, network, spec: EnvSpec) -> Callable:
-    optimizer = make_optimizer(config)
-    dummy = jnp.zeros((1,) + spec.obs_shape, spec.obs_dtype)
-
-    def fresh(key):
-        params = network.init(key, dummy)
-        return LearnerState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
-
-    return fresh
+def _dummy_obs(spec: EnvSpec) -> jnp.ndarray:
+    return jnp.zeros((1,) + spec.obs_shape, spec.obs_dtype)
 
 
 def init_state(config: Config, network, spec: EnvSpec, key: chex.PRNGKey) -> LearnerState:
-    """Fresh parameters and optimiser state for ``network`` on observations of ``spec``.
+    """Fresh learner state of ``config.algo`` for ``network`` on observations of ``spec``.
 
     Jitted, with single-threaded host BLAS: orthogonal initialisation runs QR
     decompositions on the host's OpenBLAS (through SciPy's LAPACK on CPU), and with its
@@ -99,13 +112,49 @@ def init_state(config: Config, network, spec: EnvSpec, key: chex.PRNGKey) -> Lea
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, user_api="blas"):
-        fresh = jax.jit(_fresh_state_fn(config, network, spec))
+        fresh = jax.jit(make_algorithm(config, network, spec).init)
         return jax.block_until_ready(fresh(key))
 
 
 def state_template(config: Config, network, spec: EnvSpec) -> LearnerState:
     """The shapes and dtypes of :func:`init_state`'s result, computing nothing."""
-    return jax.eval_shape(_fresh_state_fn(config, network, spec), jax.random.PRNGKey(0))
+    return jax.eval_shape(make_algorithm(config, network, spec).init, jax.random.PRNGKey(0))
+
+
+def network_for(config: Config, spec: EnvSpec):
+    """The network ``config.algo`` needs: actor-critic heads, or a Q head."""
+    from paac.networks import make_network
+
+    head = "q" if config.algo in VALUE_ALGOS else "actor_critic"
+    return make_network(config.arch, spec.num_actions, config.conv_impl, head)
+
+
+def make_algorithm(config: Config, network, spec: EnvSpec) -> Algorithm:
+    """The :class:`Algorithm` of ``config.algo`` (a2c, nstep_q, q or sarsa)."""
+    if config.algo in VALUE_ALGOS:
+        from paac.value import make_value_algorithm
+
+        return make_value_algorithm(config, network, spec)
+    return make_a2c(config, network, spec)
+
+
+def make_a2c(config: Config, network, spec: EnvSpec) -> Algorithm:
+    """PAAC's advantage actor-critic as an :class:`Algorithm`."""
+    optimizer = make_optimizer(config)
+    dummy = _dummy_obs(spec)
+    sample = make_act(network)
+
+    def init(key):
+        params = network.init(key, dummy)
+        return LearnerState(params, optimizer.init(params), jnp.zeros((), jnp.int32), {})
+
+    def act(state, obs, key):
+        return sample(state.params, obs, key)
+
+    def policy(greedy: bool):
+        return make_greedy_act(network) if greedy else make_act(network)
+
+    return Algorithm(init, act, make_update(config, network), policy)
 
 
 def make_act(network) -> Callable:
@@ -195,7 +244,9 @@ def make_update(config: Config, network) -> Callable:
             "lr": schedule(state.update_count),
             "explained_variance": explained_variance(values, returns, batch.mask),
         }
-        return LearnerState(params, opt_state, state.update_count + 1), metrics
+        return state._replace(
+            params=params, opt_state=opt_state, update_count=state.update_count + 1
+        ), metrics
 
     return update
 

@@ -22,6 +22,8 @@ COLUMNS = (
     "grad_norm",
     "lr",
     "explained_variance",
+    "q_mean",
+    "epsilon",
 )
 """``step``: environment steps so far; ``score``: mean raw score of the games finished
 since the previous row (empty when none finished); ``score_last20``: mean raw score of
@@ -31,7 +33,8 @@ the last 20 finished games; ``walltime``: seconds since the run started."""
 class MetricsWriter:
     """Appends rows to ``<run_dir>/metrics.csv`` and the same scalars to TensorBoard."""
 
-    def __init__(self, run_dir: str, tensorboard: bool = True):
+    def __init__(self, run_dir: str, tensorboard: bool = True, purge_step: int | None = None):
+        """``purge_step``: on resume, TensorBoard drops the events logged at or after it."""
         path = os.path.join(run_dir, "metrics.csv")
         new = not os.path.exists(path) or os.path.getsize(path) == 0
         self._file = open(path, "a", newline="")
@@ -43,7 +46,7 @@ class MetricsWriter:
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(run_dir, flush_secs=30)
+            self._tb = SummaryWriter(run_dir, flush_secs=30, purge_step=purge_step)
 
     def write(self, row: Mapping[str, float | int | None]) -> None:
         self._csv.writerow({k: _fmt(row.get(k)) for k in COLUMNS})

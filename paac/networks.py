@@ -102,6 +102,30 @@ class ActorCritic(nn.Module):
         return logits, value[..., 0]
 
 
-def make_network(arch: str, num_actions: int, conv_impl: str = "auto") -> ActorCritic:
-    """The actor-critic network for ``arch`` with ``num_actions`` logits."""
-    return ActorCritic(torso=make_torso(arch, conv_impl), num_actions=num_actions)
+class QNetwork(nn.Module):
+    """A torso with one action-value head: ``Q(s, .)`` of shape ``[..., num_actions]``."""
+
+    torso: nn.Module
+    num_actions: int
+
+    @nn.compact
+    def __call__(self, obs: jnp.ndarray) -> jnp.ndarray:
+        h = self.torso(obs)
+        return nn.Dense(
+            self.num_actions, kernel_init=nn.initializers.orthogonal(1.0), bias_init=_ZEROS
+        )(h)
+
+
+HEADS = ("actor_critic", "q")
+
+
+def make_network(
+    arch: str, num_actions: int, conv_impl: str = "auto", head: str = "actor_critic"
+) -> nn.Module:
+    """The network for ``arch``: policy-logits and value heads, or one Q head (``head="q"``)."""
+    torso = make_torso(arch, conv_impl)
+    if head == "actor_critic":
+        return ActorCritic(torso=torso, num_actions=num_actions)
+    if head == "q":
+        return QNetwork(torso=torso, num_actions=num_actions)
+    raise ValueError(f"head={head!r} is not one of {', '.join(HEADS)}")

@@ -22,17 +22,25 @@ import numpy as np
 
 from paac.checkpoints import (
     Checkpointer,
+    CheckpointError,
     check_resume_config,
     config_from_meta,
+    latest_step,
     read_meta,
     restore,
     run_dir_of,
 )
 from paac.config import Config, ConfigError
 from paac.envs import EpisodeStats, check_arch, env_spec, make_training_env
-from paac.learner import Batch, LearnerState, init_state, make_act, make_update, state_template
+from paac.learner import (
+    Batch,
+    LearnerState,
+    init_state,
+    make_algorithm,
+    network_for,
+    state_template,
+)
 from paac.metrics import MetricsWriter, truncate_metrics
-from paac.networks import make_network
 
 
 class TrainResult(NamedTuple):
@@ -66,6 +74,7 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         self.signum: int | None = None
+        self._shielded = False
         self._previous: dict = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -73,9 +82,16 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame) -> None:
+        if self._shielded:
+            self.signum = self.signum if self.signum is not None else signum
+            return
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
+
+    def shield(self) -> None:
+        """From now on signals are only recorded: the shutdown (final save) runs to its end."""
+        self._shielded = True
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
@@ -83,11 +99,27 @@ class StopSignals:
 
 
 def make_run_dir(config: Config) -> str:
-    """``<out_dir>/<env>/<run_name>``, created; a clear ConfigError if it cannot be."""
-    name = config.run_name or f"{config.arch}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = os.path.join(config.out_dir, config.env, name)
+    """``<out_dir>/<env>/<run_name>``, created; a clear ConfigError if it cannot be, or if
+    it already holds a run (which only ``--resume`` may continue)."""
+    base = config.run_name or f"{config.arch}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = os.path.join(config.out_dir, config.env, base)
+    suffix = 1
+    while _holds_run(run_dir):
+        if config.run_name is not None:
+            raise ConfigError(
+                f"--run-name={config.run_name!r} is invalid: {run_dir!r} already holds a run; "
+                f"continue it with --resume {run_dir} or choose another --run-name"
+            )
+        suffix += 1  # two automatic names in the same second
+        run_dir = os.path.join(config.out_dir, config.env, f"{base}-{suffix}")
     _check_writable(run_dir, "out_dir", config.out_dir)
     return run_dir
+
+
+def _holds_run(run_dir: str) -> bool:
+    return any(
+        os.path.exists(os.path.join(run_dir, name)) for name in ("metrics.csv", "checkpoints")
+    )
 
 
 def _check_writable(run_dir: str, field: str, value: str) -> None:
@@ -104,12 +136,24 @@ def _check_writable(run_dir: str, field: str, value: str) -> None:
         ) from None
 
 
-def collect_rollout(env, act, params, key, obs, done_before, stats: EpisodeStats, t_max: int):
-    """Steps every environment ``t_max`` times with the current policy.
+class RolloutCarry(NamedTuple):
+    """What one rollout hands to the next."""
 
-    Returns ``(batch, key, obs, done_before)`` where the last two carry into the
-    next rollout.
+    key: jax.Array  # action-sampling RNG key
+    obs: np.ndarray  # [N, *obs_shape]: the observations to act on next
+    done_before: np.ndarray  # [N] bool: the last step was done (the next one is a reset step)
+    pending_action: np.ndarray | None = None  # [N]: chosen ahead (Algorithm.lookahead)
+
+
+def collect_rollout(
+    env, act, state, carry: RolloutCarry, stats: EpisodeStats, t_max: int, lookahead: bool = False
+) -> tuple[Batch, RolloutCarry]:
+    """Steps every environment ``t_max`` times with ``act(state, obs, key)``.
+
+    With ``lookahead`` it also acts on the observation after the last step; that action
+    is ``Batch.next_action`` and is taken first in the next rollout.
     """
+    key, obs, done_before, pending = carry
     n = obs.shape[0]
     obs_buf = np.empty((t_max,) + obs.shape, obs.dtype)
     action_buf = np.empty((t_max, n), np.int32)
@@ -119,8 +163,11 @@ def collect_rollout(env, act, params, key, obs, done_before, stats: EpisodeStats
     mask_buf = np.empty((t_max, n), np.float32)
     for t in range(t_max):
         obs_buf[t] = obs
-        action, key = act(params, obs, key)
-        action = np.asarray(action)
+        if pending is None:
+            action, key = act(state, obs, key)
+            action = np.asarray(action)
+        else:
+            action, pending = pending, None
         obs, reward, terminated, truncated, info = env.step(action)
         action_buf[t] = action
         reward_buf[t] = reward
@@ -129,8 +176,11 @@ def collect_rollout(env, act, params, key, obs, done_before, stats: EpisodeStats
         mask_buf[t] = ~done_before
         stats.step(reward, terminated, truncated, info, ~done_before)
         done_before = terminated | truncated
-    batch = Batch(obs_buf, action_buf, reward_buf, term_buf, trunc_buf, mask_buf, obs)
-    return batch, key, obs, done_before
+    if lookahead:
+        pending, key = act(state, obs, key)
+        pending = np.asarray(pending)
+    batch = Batch(obs_buf, action_buf, reward_buf, term_buf, trunc_buf, mask_buf, obs, pending)
+    return batch, RolloutCarry(key, obs, done_before, pending)
 
 
 def _mean_metrics(pending: list[dict]) -> dict[str, float]:
@@ -138,6 +188,20 @@ def _mean_metrics(pending: list[dict]) -> dict[str, float]:
         return {}
     host = jax.device_get(pending)
     return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+
+
+def _warn_short_segments(config: Config, env) -> None:
+    """Say so when interval checkpoints would cut games shorter than the time limit."""
+    limit = getattr(env.spec.config, "max_episode_steps", 0)
+    interval = config.checkpoint_interval
+    if config.exact_resume and interval and interval // config.n_envs < limit:
+        print(
+            f"paac: warning: --checkpoint-interval={interval} restarts the environments every "
+            f"{interval // config.n_envs} steps each, fewer than the {limit}-step time limit "
+            f"of {config.env}: long games will be cut at checkpoints. Raise the interval to "
+            f"at least {limit * config.n_envs}, or pass --no-exact-resume.",
+            file=sys.stderr,
+        )
 
 
 class _Resume(NamedTuple):
@@ -150,8 +214,19 @@ class _Resume(NamedTuple):
 def _prepare_resume(config: Config) -> _Resume | None:
     if config.resume is None:
         return None
-    meta, directory, step = read_meta(config.resume)
+    try:
+        meta, directory, step = read_meta(config.resume)
+    except CheckpointError as e:
+        raise CheckpointError(f"--resume={config.resume!r}: {e}") from None
     where = os.path.join(directory, str(step))
+    latest = latest_step(directory)
+    if step != latest:
+        raise CheckpointError(
+            f"--resume={config.resume!r} is the checkpoint at step {step}, but the run went "
+            f"on to step {latest}: resuming from it would abandon the later checkpoints. "
+            "Resume the run directory (its latest checkpoint), or copy the run directory "
+            "and delete the later checkpoints in the copy"
+        )
     check_resume_config(config_from_meta(meta, where), config, config.resume)
     run_dir = run_dir_of(directory)
     _check_writable(run_dir, "resume", config.resume)
@@ -173,20 +248,21 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
         spec = env_spec(env, config.env)
         check_arch(config, spec)
         run_dir = resume.run_dir if resume else make_run_dir(config)
-        network = make_network(config.arch, spec.num_actions, config.conv_impl)
+        network = network_for(config, spec)
+        algorithm = make_algorithm(config, network, spec)
         if resume:
             restored = restore(resume.directory, resume.step, state_template(config, network, spec))
             state, act_key = restored.state, restored.act_key
         else:
             init_key, act_key = jax.random.split(jax.random.PRNGKey(config.seed))
             state = init_state(config, network, spec, init_key)
-    except ConfigError:
+    except BaseException:
         env.close()
         raise
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         f.write(config.to_json())
-    act = jax.jit(make_act(network))
-    update = jax.jit(make_update(config, network))
+    act = jax.jit(algorithm.act)
+    update = jax.jit(algorithm.update)
 
     steps = start_update * config.batch_size
     stats = EpisodeStats(config.n_envs)
@@ -195,7 +271,8 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
         stats.load(resume.meta.get("episode_stats", {}))
         walltime_before = float(resume.meta.get("walltime", 0.0))
         truncate_metrics(run_dir, steps)
-    writer = MetricsWriter(run_dir)
+    writer = MetricsWriter(run_dir, purge_step=steps if resume else None)
+    _warn_short_segments(config, env)
     checkpointer = Checkpointer(run_dir, config.keep)
     bar = None
     if progress:
@@ -212,7 +289,7 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
         )
 
     obs, _ = env.reset()
-    done_before = np.zeros(config.n_envs, bool)
+    carry = RolloutCarry(act_key, obs, np.zeros(config.n_envs, bool))
     pending: list[dict] = []
     t_start = time.perf_counter() - walltime_before
     last_log_time, last_log_step = time.perf_counter(), steps
@@ -248,14 +325,14 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
             "episode_stats": stats.summary(),
             "walltime": time.perf_counter() - t_start,
         }
-        checkpointer.save(steps, state, act_key, meta)
+        checkpointer.save(steps, state, carry.key, meta)
         last_save_step = steps
 
     with StopSignals() as stop:
         try:
             for u in range(start_update, config.num_updates):
-                batch, act_key, obs, done_before = collect_rollout(
-                    env, act, state.params, act_key, obs, done_before, stats, config.t_max
+                batch, carry = collect_rollout(
+                    env, act, state, carry, stats, config.t_max, algorithm.lookahead
                 )
                 state, metrics = update(state, batch)
                 pending.append(metrics)
@@ -274,19 +351,24 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
                     break
                 interval = config.checkpoint_interval
                 if interval and steps // interval > last_save_step // interval:
+                    if steps > last_log_step:
+                        log_row()  # a resumed run continues from a complete row
                     save()
-                    # A new segment: fresh episodes, exactly as a run resumed from here sees.
-                    env.close()
-                    env = make_training_env(config, seed=segment_env_seed(config.seed, u + 1))
-                    obs, _ = env.reset()
-                    done_before[:] = False
-                    stats.abandon_running()
+                    if config.exact_resume:
+                        # A new segment: fresh episodes, as a run resumed from here sees.
+                        env.close()
+                        env = make_training_env(config, seed=segment_env_seed(config.seed, u + 1))
+                        obs, _ = env.reset()
+                        carry = RolloutCarry(carry.key, obs, np.zeros(config.n_envs, bool))
+                        stats.abandon_running()
         except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep the last checkpoint
             interrupted = True
         else:
+            stop.shield()  # further signals must not cut the final save short
             if steps > last_save_step:
                 save()
         finally:
+            stop.shield()
             if bar is not None:
                 bar.close()
             writer.close()

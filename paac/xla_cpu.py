@@ -41,6 +41,25 @@ def jaxlib_has_ynn() -> bool:
     return False
 
 
+_GPU_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin")
+
+
+def _gpu_plugin_installed() -> bool:
+    """A CUDA or ROCm PJRT plugin parses XLA_FLAGS too, and may not know a CPU-only flag;
+    with a GPU the learner runs there anyway, so the flag is left out."""
+    import importlib.util
+
+    return any(
+        importlib.util.find_spec(name) is not None
+        for name in (
+            "jax_cuda12_plugin",
+            "jax_cuda13_plugin",
+            "jax_rocm60_plugin",
+            "jax_rocm7_plugin",
+        )
+    )
+
+
 def ynn_enabled() -> bool:
     """Whether XLA_FLAGS asks for YNN dot fusion."""
     return "ynn_fusion_type=dot" in os.environ.get("XLA_FLAGS", "")
@@ -59,7 +78,7 @@ def enable_ynn() -> bool:
         return False
     from jax._src import xla_bridge
 
-    if xla_bridge.backends_are_initialized() or not jaxlib_has_ynn():
+    if xla_bridge.backends_are_initialized() or not jaxlib_has_ynn() or _gpu_plugin_installed():
         return False
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + YNN_FLAG).strip()
     return True
