@@ -25,7 +25,8 @@ import numpy as np
 
 from paac.config import Config, ConfigError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: LearnerState.extra (value-based algorithms)
+READABLE_VERSIONS = (1, 2)  # 1: a2c only, before LearnerState.extra: restored with extra = {}
 CHECKPOINT_SUBDIR = "checkpoints"
 
 # Fields a resumed run may change: they do not touch the mathematics of the run.
@@ -47,6 +48,12 @@ RESUME_MUTABLE_FIELDS = frozenset(
 
 class CheckpointError(ConfigError):
     """A checkpoint is missing, unreadable or does not fit; the message says which and why."""
+
+
+class _LearnerStateV1(NamedTuple):
+    params: Any
+    opt_state: Any
+    update_count: Any
 
 
 class Restored(NamedTuple):
@@ -172,10 +179,10 @@ def read_meta(path: str) -> tuple[dict, str, int]:
     except Exception as e:  # orbax raises many kinds; all mean the same to the user
         raise _unreadable(where, e) from None
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(
             f"checkpoint {where!r} has format version {version!r}; this paac reads "
-            f"version {FORMAT_VERSION}"
+            f"versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     if not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"checkpoint {where!r} has no saved config")
@@ -236,8 +243,14 @@ def restore(directory: str, step: int, template) -> Restored:
     ocp = _ocp()
     where = os.path.join(directory, str(step))
     _check_fits(_saved_params(where), template.params, where)
+    version = read_meta(where)[0]["format_version"]
+    learner_template = template
+    if version == 1:  # saved before LearnerState.extra existed (a2c, whose extra is {})
+        learner_template = _LearnerStateV1(
+            template.params, template.opt_state, template.update_count
+        )
     target = _on_local_device(
-        {"learner": template, "act_key": jax.ShapeDtypeStruct((2,), np.uint32)}
+        {"learner": learner_template, "act_key": jax.ShapeDtypeStruct((2,), np.uint32)}
     )
     try:
         with _quiet():
@@ -250,7 +263,10 @@ def restore(directory: str, step: int, template) -> Restored:
     except Exception as e:
         raise _unreadable(where, e) from None
     item = restored["state"]
-    return Restored(item["learner"], item["act_key"], dict(restored["meta"]))
+    learner = item["learner"]
+    if version == 1:
+        learner = type(template)(learner.params, learner.opt_state, learner.update_count, {})
+    return Restored(learner, item["act_key"], dict(restored["meta"]))
 
 
 def _check_fits(tree, template, where: str) -> None:

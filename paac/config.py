@@ -43,6 +43,8 @@ class Config:
     """Seed of the environments and of the network and action sampling."""
     arch: str = "nips"
     """Network torso: nips | nature | mlp (mlp for vector observations)."""
+    policy_init_scale: float = 0.01
+    """Gain of the orthogonal initialisation of the policy-logits head."""
     conv_impl: str = "auto"
     """How convolutions are computed: auto (matmul on CPU, xla elsewhere) | xla | matmul."""
     lr: float = 0.0224
@@ -154,6 +156,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "conv_impl": (lambda x: x in CONV_IMPLS, f"must be one of {', '.join(CONV_IMPLS)}"),
     "lr_schedule": (lambda x: x in LR_SCHEDULES, f"must be one of {', '.join(LR_SCHEDULES)}"),
     "lr": (_number(0, lo_open=True), "must be a finite number > 0"),
+    "policy_init_scale": (_number(0, lo_open=True), "must be a finite number > 0"),
     "gamma": (_number(0, 1), "must be in [0, 1]"),
     "gae_lambda": (_optional(_number(0, 1)), "must be in [0, 1], or None for n-step returns"),
     "entropy_coef": (_number(0), "must be a finite number >= 0"),

@@ -126,7 +126,9 @@ def network_for(config: Config, spec: EnvSpec):
     from paac.networks import make_network
 
     head = "q" if config.algo in VALUE_ALGOS else "actor_critic"
-    return make_network(config.arch, spec.num_actions, config.conv_impl, head)
+    return make_network(
+        config.arch, spec.num_actions, config.conv_impl, head, config.policy_init_scale
+    )
 
 
 def make_algorithm(config: Config, network, spec: EnvSpec) -> Algorithm:

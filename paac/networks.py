@@ -91,12 +91,15 @@ class ActorCritic(nn.Module):
 
     torso: nn.Module
     num_actions: int
+    policy_init_scale: float = 0.01  # gain of the orthogonal policy-head initialisation
 
     @nn.compact
     def __call__(self, obs: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
         h = self.torso(obs)
         logits = nn.Dense(
-            self.num_actions, kernel_init=nn.initializers.orthogonal(0.01), bias_init=_ZEROS
+            self.num_actions,
+            kernel_init=nn.initializers.orthogonal(self.policy_init_scale),
+            bias_init=_ZEROS,
         )(h)
         value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), bias_init=_ZEROS)(h)
         return logits, value[..., 0]
@@ -120,12 +123,16 @@ HEADS = ("actor_critic", "q")
 
 
 def make_network(
-    arch: str, num_actions: int, conv_impl: str = "auto", head: str = "actor_critic"
+    arch: str,
+    num_actions: int,
+    conv_impl: str = "auto",
+    head: str = "actor_critic",
+    policy_init_scale: float = 0.01,
 ) -> nn.Module:
     """The network for ``arch``: policy-logits and value heads, or one Q head (``head="q"``)."""
     torso = make_torso(arch, conv_impl)
     if head == "actor_critic":
-        return ActorCritic(torso=torso, num_actions=num_actions)
+        return ActorCritic(torso, num_actions, policy_init_scale)
     if head == "q":
         return QNetwork(torso=torso, num_actions=num_actions)
     raise ValueError(f"head={head!r} is not one of {', '.join(HEADS)}")

@@ -76,7 +76,7 @@ def test_keep_bounds_checkpoints(tmp_path):
     assert sorted(os.listdir(os.path.join(result.run_dir, "checkpoints"))) == ["7000", "8000"]
     meta, _, step = read_meta(result.run_dir)
     assert step == 8000 and meta["update"] == 200 and meta["config"]["n_envs"] == 8
-    assert meta["format_version"] == 1 and meta["episode_stats"]["episodes"] > 0
+    assert meta["format_version"] == 2 and meta["episode_stats"]["episodes"] > 0
 
 
 def test_half_written_checkpoint_is_ignored(straight, tmp_path):
@@ -252,3 +252,14 @@ def test_value_based_resume_is_exact(tmp_path):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
     stats = evaluate(straight.run_dir, episodes=2, write_json=False)
     assert stats["policy"] == "greedy" and stats["algo"] == "sarsa"
+
+
+def test_old_format_is_named(straight, tmp_path):
+    run = tmp_path / "old"
+    shutil.copytree(straight.run_dir, run)
+    meta_file = run / "checkpoints" / "8000" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    meta["format_version"] = 99
+    meta_file.write_text(json.dumps(meta))
+    line = _one_error_line(_eval_cli(str(run)))
+    assert "format version 99" in line and "reads versions 1, 2" in line

@@ -306,3 +306,9 @@ def test_unknown_arch_raises():
         make_torso("resnet")
     with pytest.raises(ValueError, match="resnet"):
         make_network("resnet", 4)
+
+
+def test_policy_init_scale_sets_the_policy_head_gain():
+    net = make_network("mlp", 3, policy_init_scale=2.0)
+    params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 4)))["params"]
+    np.testing.assert_allclose(_gram_cols(params["Dense_0"]["kernel"]), 4.0 * np.eye(3), atol=1e-4)
