@@ -43,6 +43,8 @@ class Config:
     """Seed of the environments and of the network and action sampling."""
     arch: str = "nips"
     """Network torso: nips | nature | mlp (mlp for vector observations)."""
+    init: str = "orthogonal"
+    """Initialisation: orthogonal (CleanRL, SB3) | paac (uniform +-1/sqrt(fan_in), as PAAC's)."""
     policy_init_scale: float = 0.01
     """Gain of the orthogonal initialisation of the policy-logits head."""
     conv_impl: str = "auto"
@@ -157,6 +159,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "lr_schedule": (lambda x: x in LR_SCHEDULES, f"must be one of {', '.join(LR_SCHEDULES)}"),
     "lr": (_number(0, lo_open=True), "must be a finite number > 0"),
     "policy_init_scale": (_number(0, lo_open=True), "must be a finite number > 0"),
+    "init": (lambda x: x in ("orthogonal", "paac"), "must be one of orthogonal, paac"),
     "gamma": (_number(0, 1), "must be in [0, 1]"),
     "gae_lambda": (_optional(_number(0, 1)), "must be in [0, 1], or None for n-step returns"),
     "entropy_coef": (_number(0), "must be a finite number >= 0"),

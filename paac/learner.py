@@ -127,7 +127,7 @@ def network_for(config: Config, spec: EnvSpec):
 
     head = "q" if config.algo in VALUE_ALGOS else "actor_critic"
     return make_network(
-        config.arch, spec.num_actions, config.conv_impl, head, config.policy_init_scale
+        config.arch, spec.num_actions, config.conv_impl, head, config.policy_init_scale, config.init
     )
 
 

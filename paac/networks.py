@@ -12,14 +12,37 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from paac.config import ARCHS
 from paac.layers import Conv
 
-_TORSO_INIT = nn.initializers.orthogonal(np.sqrt(2.0))
 _ZEROS = nn.initializers.zeros
+INITS = ("orthogonal", "paac")
+
+
+def _uniform(d: float):
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -d, d)
+
+    return init
+
+
+def layer_init(scheme: str, fan_in: int, gain: float):
+    """``(kernel_init, bias_init)`` of a layer with ``fan_in`` inputs.
+
+    ``orthogonal``: orthogonal kernels with ``gain``, zero biases (CleanRL, SB3).
+    ``paac``: kernels and biases uniform in ``+-1/sqrt(fan_in)``, the Torch-style
+    initialisation of the reference PAAC implementation (``gain`` unused).
+    """
+    if scheme == "paac":
+        d = 1.0 / np.sqrt(fan_in)
+        return _uniform(d), _uniform(d)
+    if scheme == "orthogonal":
+        return nn.initializers.orthogonal(gain), _ZEROS
+    raise ValueError(f"init={scheme!r} is not one of {', '.join(INITS)}")
 
 
 def _frames_to_nhwc(x: jnp.ndarray) -> jnp.ndarray:
@@ -34,6 +57,7 @@ class ConvTorso(nn.Module):
     convs: Sequence[tuple[int, int, int]]  # (features, kernel, stride)
     hidden: int
     conv_impl: str = "auto"  # see paac.layers: auto | xla | matmul
+    init_scheme: str = "orthogonal"
 
     @nn.compact
     def __call__(self, obs: jnp.ndarray) -> jnp.ndarray:
@@ -41,18 +65,22 @@ class ConvTorso(nn.Module):
         batch_shape = x.shape[:-3]
         x = x.reshape((-1,) + x.shape[-3:])
         for i, (features, kernel, stride) in enumerate(self.convs):
+            k_init, b_init = layer_init(
+                self.init_scheme, kernel * kernel * x.shape[-1], np.sqrt(2.0)
+            )
             x = Conv(
                 features,
                 kernel,
                 stride,
                 impl=self.conv_impl,
-                kernel_init=_TORSO_INIT,
-                bias_init=_ZEROS,
+                kernel_init=k_init,
+                bias_init=b_init,
                 name=f"Conv_{i}",  # the names nn.Conv would get: parameters interchange
             )(x)
             x = nn.relu(x)
         x = x.reshape(x.shape[0], -1)
-        x = nn.relu(nn.Dense(self.hidden, kernel_init=_TORSO_INIT, bias_init=_ZEROS)(x))
+        k_init, b_init = layer_init(self.init_scheme, x.shape[-1], np.sqrt(2.0))
+        x = nn.relu(nn.Dense(self.hidden, kernel_init=k_init, bias_init=b_init)(x))
         return x.reshape(batch_shape + (self.hidden,))
 
 
@@ -60,29 +88,29 @@ class MLPTorso(nn.Module):
     """Fully connected tanh layers for vector observations."""
 
     hidden: Sequence[int] = (64, 64)
+    init_scheme: str = "orthogonal"
 
     @nn.compact
     def __call__(self, obs: jnp.ndarray) -> jnp.ndarray:
         x = jnp.asarray(obs, jnp.float32)
         for width in self.hidden:
-            x = nn.tanh(nn.Dense(width, kernel_init=_TORSO_INIT, bias_init=_ZEROS)(x))
+            k_init, b_init = layer_init(self.init_scheme, x.shape[-1], np.sqrt(2.0))
+            x = nn.tanh(nn.Dense(width, kernel_init=k_init, bias_init=b_init)(x))
         return x
 
 
-def make_torso(arch: str, conv_impl: str = "auto") -> nn.Module:
+def make_torso(arch: str, conv_impl: str = "auto", init: str = "orthogonal") -> nn.Module:
     """The torso named by ``arch``: ``nips`` | ``nature`` | ``mlp``.
 
     ``conv_impl`` chooses how convolutions are computed (:mod:`paac.layers`); the
     parameters and the numbers are the same either way.
     """
     if arch == "nips":  # Mnih et al. 2013, PAAC's arch_nips
-        return ConvTorso(convs=((16, 8, 4), (32, 4, 2)), hidden=256, conv_impl=conv_impl)
+        return ConvTorso(((16, 8, 4), (32, 4, 2)), 256, conv_impl, init)
     if arch == "nature":  # Mnih et al. 2015
-        return ConvTorso(
-            convs=((32, 8, 4), (64, 4, 2), (64, 3, 1)), hidden=512, conv_impl=conv_impl
-        )
+        return ConvTorso(((32, 8, 4), (64, 4, 2), (64, 3, 1)), 512, conv_impl, init)
     if arch == "mlp":
-        return MLPTorso()
+        return MLPTorso(init_scheme=init)
     raise ValueError(f"arch={arch!r} is not one of {', '.join(ARCHS)}")
 
 
@@ -92,16 +120,15 @@ class ActorCritic(nn.Module):
     torso: nn.Module
     num_actions: int
     policy_init_scale: float = 0.01  # gain of the orthogonal policy-head initialisation
+    init_scheme: str = "orthogonal"
 
     @nn.compact
     def __call__(self, obs: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
         h = self.torso(obs)
-        logits = nn.Dense(
-            self.num_actions,
-            kernel_init=nn.initializers.orthogonal(self.policy_init_scale),
-            bias_init=_ZEROS,
-        )(h)
-        value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), bias_init=_ZEROS)(h)
+        k_init, b_init = layer_init(self.init_scheme, h.shape[-1], self.policy_init_scale)
+        logits = nn.Dense(self.num_actions, kernel_init=k_init, bias_init=b_init)(h)
+        k_init, b_init = layer_init(self.init_scheme, h.shape[-1], 1.0)
+        value = nn.Dense(1, kernel_init=k_init, bias_init=b_init)(h)
         return logits, value[..., 0]
 
 
@@ -110,13 +137,13 @@ class QNetwork(nn.Module):
 
     torso: nn.Module
     num_actions: int
+    init_scheme: str = "orthogonal"
 
     @nn.compact
     def __call__(self, obs: jnp.ndarray) -> jnp.ndarray:
         h = self.torso(obs)
-        return nn.Dense(
-            self.num_actions, kernel_init=nn.initializers.orthogonal(1.0), bias_init=_ZEROS
-        )(h)
+        k_init, b_init = layer_init(self.init_scheme, h.shape[-1], 1.0)
+        return nn.Dense(self.num_actions, kernel_init=k_init, bias_init=b_init)(h)
 
 
 HEADS = ("actor_critic", "q")
@@ -128,11 +155,15 @@ def make_network(
     conv_impl: str = "auto",
     head: str = "actor_critic",
     policy_init_scale: float = 0.01,
+    init: str = "orthogonal",
 ) -> nn.Module:
-    """The network for ``arch``: policy-logits and value heads, or one Q head (``head="q"``)."""
-    torso = make_torso(arch, conv_impl)
+    """The network for ``arch``: policy-logits and value heads, or one Q head (``head="q"``).
+
+    ``init``: ``orthogonal`` (default) or ``paac`` (see :func:`layer_init`).
+    """
+    torso = make_torso(arch, conv_impl, init)
     if head == "actor_critic":
-        return ActorCritic(torso, num_actions, policy_init_scale)
+        return ActorCritic(torso, num_actions, policy_init_scale, init)
     if head == "q":
-        return QNetwork(torso=torso, num_actions=num_actions)
+        return QNetwork(torso, num_actions, init)
     raise ValueError(f"head={head!r} is not one of {', '.join(HEADS)}")

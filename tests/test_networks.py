@@ -312,3 +312,27 @@ def test_policy_init_scale_sets_the_policy_head_gain():
     net = make_network("mlp", 3, policy_init_scale=2.0)
     params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 4)))["params"]
     np.testing.assert_allclose(_gram_cols(params["Dense_0"]["kernel"]), 4.0 * np.eye(3), atol=1e-4)
+
+
+def test_paac_init_is_uniform_in_inverse_sqrt_fan_in():
+    """--init paac: every kernel and bias uniform in +-1/sqrt(fan_in) (std d/sqrt(3))."""
+    net = make_network("nips", 6, init="paac")
+    params = net.init(jax.random.PRNGKey(0), jnp.zeros((1,) + FRAME_SHAPE, jnp.uint8))["params"]
+    fan_ins = {
+        ("torso", "Conv_0"): 8 * 8 * 4,
+        ("torso", "Conv_1"): 4 * 4 * 16,
+        ("torso", "Dense_0"): 9 * 9 * 32,
+        ("Dense_0",): 256,  # policy head
+        ("Dense_1",): 256,  # value head
+    }
+    for path, fan_in in fan_ins.items():
+        layer = params
+        for key in path:
+            layer = layer[key]
+        d = 1.0 / np.sqrt(fan_in)
+        for name in ("kernel", "bias"):
+            x = np.asarray(layer[name])
+            assert np.abs(x).max() <= d and np.abs(x).max() > 0.5 * d, (path, name)
+        assert abs(np.std(layer["kernel"]) / (d / np.sqrt(3)) - 1) < 0.1, path
+    with pytest.raises(ValueError, match="'xavier'"):
+        make_network("mlp", 2, init="xavier").init(jax.random.PRNGKey(0), jnp.zeros((1, 4)))
