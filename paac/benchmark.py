@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import resource
+import sys
 import time
 
 import jax
 import numpy as np
 
-from paac.config import Config
+from paac.config import Config, ConfigError
 from paac.envs import EpisodeStats, check_arch, env_spec, make_training_env
 from paac.layers import resolve_conv_impl
 from paac.learner import init_state, make_algorithm, network_for
@@ -72,8 +73,12 @@ def run_benchmark(bench: BenchConfig) -> dict:
     )
     share = bench.seconds / 8
     env = make_training_env(config)
-    spec = env_spec(env, config.env)
-    check_arch(config, spec)
+    try:
+        spec = env_spec(env, config.env)
+        check_arch(config, spec)
+    except ConfigError:
+        env.close()
+        raise
     n = config.n_envs
     rng = np.random.default_rng(bench.seed)
 
@@ -175,7 +180,11 @@ def main(args=None) -> dict:
 
     bench = tyro.cli(BenchConfig, args=args, description=__doc__)
     enable_ynn()
-    result = run_benchmark(bench)
+    try:
+        result = run_benchmark(bench)
+    except ConfigError as e:
+        print(f"paac: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(format_table(result))
     print(json.dumps(result), flush=True)
     return result

@@ -225,14 +225,16 @@ def _on_local_device(template):
     )
 
 
-def _saved_params(where: str):
-    """The saved parameters' array metadata (shapes, dtypes), read without restoring."""
+def _saved_learner(where: str):
+    """The saved learner state's array metadata (shapes, dtypes), read without restoring."""
     ocp = _ocp()
     try:
         with _quiet():
             metadata = ocp.StandardCheckpointer().metadata(os.path.join(where, "state"))
         tree = getattr(metadata, "item_metadata", metadata)
-        return tree["learner"]["params"]
+        learner = tree["learner"]
+        learner["params"]  # noqa: B018  (a KeyError here means no parameters were saved)
+        return learner
     except Exception as e:
         raise _unreadable(where, e) from None
 
@@ -242,10 +244,13 @@ def restore(directory: str, step: int, template) -> Restored:
     on this process's device whatever device the checkpoint was saved from."""
     ocp = _ocp()
     where = os.path.join(directory, str(step))
-    _check_fits(_saved_params(where), template.params, where)
-    version = read_meta(where)[0]["format_version"]
+    saved = _saved_learner(where)
+    _check_fits(saved["params"], template.params, where)
+    # Saved before LearnerState.extra existed (format 1, a2c, whose extra is {}): told by
+    # the saved tree itself, not the version number.
+    without_extra = "extra" not in saved
     learner_template = template
-    if version == 1:  # saved before LearnerState.extra existed (a2c, whose extra is {})
+    if without_extra:
         learner_template = _LearnerStateV1(
             template.params, template.opt_state, template.update_count
         )
@@ -264,7 +269,7 @@ def restore(directory: str, step: int, template) -> Restored:
         raise _unreadable(where, e) from None
     item = restored["state"]
     learner = item["learner"]
-    if version == 1:
+    if without_extra:
         learner = type(template)(learner.params, learner.opt_state, learner.update_count, {})
     return Restored(learner, item["act_key"], dict(restored["meta"]))
 

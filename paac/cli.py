@@ -57,4 +57,7 @@ def main(default: Config, args: Sequence[str] | None = None, description: str = 
     except ConfigError as e:
         print(f"paac: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before training started (or a forced second Ctrl-C)
+        print("paac: interrupted before any checkpoint of this start", file=sys.stderr)
+        return 130
     return 128 + int(result.signal) if result.signal is not None else 0

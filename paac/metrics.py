@@ -37,6 +37,8 @@ class MetricsWriter:
         """``purge_step``: on resume, TensorBoard drops the events logged at or after it."""
         path = os.path.join(run_dir, "metrics.csv")
         new = not os.path.exists(path) or os.path.getsize(path) == 0
+        if not new:
+            upgrade_header(path)
         self._file = open(path, "a", newline="")
         self._csv = csv.DictWriter(self._file, fieldnames=COLUMNS, extrasaction="ignore")
         if new:
@@ -92,3 +94,25 @@ def truncate_metrics(run_dir: str, step: int) -> int:
         w.writerows(keep)
     os.replace(tmp, path)
     return len(rows) - len(keep)
+
+
+def upgrade_header(path: str) -> bool:
+    """Rewrites ``metrics.csv`` under today's :data:`COLUMNS` if its header differs (a run
+    logged by an older paac, resumed by this one); new columns stay empty in old rows.
+    Rows written under the old header with today's column count are read as today's."""
+    with open(path, newline="") as f:
+        lines = list(csv.reader(f))
+    if not lines or tuple(lines[0]) == COLUMNS:
+        return False
+    old = lines[0]
+    rows = []
+    for line in lines[1:]:
+        names = COLUMNS if len(line) == len(COLUMNS) else old
+        rows.append(dict(zip(names, line, strict=False)))
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+    return True

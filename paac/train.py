@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from paac.checkpoints import (
+    CHECKPOINT_SUBDIR,
     Checkpointer,
     CheckpointError,
     check_resume_config,
@@ -106,9 +107,13 @@ def make_run_dir(config: Config) -> str:
     suffix = 1
     while _holds_run(run_dir):
         if config.run_name is not None:
+            if latest_step(os.path.join(run_dir, CHECKPOINT_SUBDIR)) is not None:
+                how = f"continue it with --resume {run_dir}"
+            else:
+                how = "it saved no checkpoint to resume: delete it"
             raise ConfigError(
                 f"--run-name={config.run_name!r} is invalid: {run_dir!r} already holds a run; "
-                f"continue it with --resume {run_dir} or choose another --run-name"
+                f"{how}, or choose another --run-name"
             )
         suffix += 1  # two automatic names in the same second
         run_dir = os.path.join(config.out_dir, config.env, f"{base}-{suffix}")
@@ -120,6 +125,56 @@ def _holds_run(run_dir: str) -> bool:
     return any(
         os.path.exists(os.path.join(run_dir, name)) for name in ("metrics.csv", "checkpoints")
     )
+
+
+class RunLock:
+    """``<run_dir>/.lock`` holding the pid of the process training the run.
+
+    A second process (say, ``--resume`` on a run still going) is refused; a lock left by
+    a process that no longer exists is taken over.
+    """
+
+    def __init__(self, run_dir: str):
+        self.path = os.path.join(run_dir, ".lock")
+
+    def __enter__(self) -> RunLock:
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and owner != os.getpid() and _alive(owner):
+                    raise ConfigError(
+                        f"{os.path.dirname(self.path)!r} is being trained by process {owner}; "
+                        "wait for it or stop it first"
+                    ) from None
+                os.remove(self.path)  # stale
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        raise ConfigError(f"cannot lock {os.path.dirname(self.path)!r}")
+
+    def _owner(self) -> int | None:
+        try:
+            with open(self.path) as f:
+                return int(f.read().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def __exit__(self, *exc) -> None:
+        if self._owner() == os.getpid():
+            os.remove(self.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_writable(run_dir: str, field: str, value: str) -> None:
@@ -248,6 +303,23 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
         spec = env_spec(env, config.env)
         check_arch(config, spec)
         run_dir = resume.run_dir if resume else make_run_dir(config)
+    except BaseException:
+        env.close()
+        raise
+    lock = RunLock(run_dir)
+    try:
+        lock.__enter__()
+    except BaseException:
+        env.close()
+        raise
+    try:
+        return _train(config, resume, start_update, env, spec, run_dir, progress)  # closes env
+    finally:
+        lock.__exit__()
+
+
+def _train(config, resume, start_update, env, spec, run_dir, progress) -> TrainResult:
+    try:
         network = network_for(config, spec)
         algorithm = make_algorithm(config, network, spec)
         if resume:
@@ -271,7 +343,8 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
         stats.load(resume.meta.get("episode_stats", {}))
         walltime_before = float(resume.meta.get("walltime", 0.0))
         truncate_metrics(run_dir, steps)
-    writer = MetricsWriter(run_dir, purge_step=steps if resume else None)
+    # TensorBoard drops events at steps >= purge_step: those logged after the checkpoint.
+    writer = MetricsWriter(run_dir, purge_step=steps + 1 if resume else None)
     _warn_short_segments(config, env)
     checkpointer = Checkpointer(run_dir, config.keep)
     bar = None

@@ -74,6 +74,10 @@ def make_value_algorithm(config: Config, network, spec: EnvSpec) -> Algorithm:
     dummy = jnp.zeros((1,) + spec.obs_shape, spec.obs_dtype)
     n_actions = spec.num_actions
 
+    def _steps(update_count):
+        """Agent steps after ``update_count`` updates (int32: total_steps < 2**31)."""
+        return update_count * config.batch_size
+
     def init(key):
         net_key, eps_key = jax.random.split(key)
         params = network.init(net_key, dummy)
@@ -86,7 +90,7 @@ def make_value_algorithm(config: Config, network, spec: EnvSpec) -> Algorithm:
     def act(state: LearnerState, obs, key):
         key, explore_key, random_key = jax.random.split(key, 3)
         greedy = jnp.argmax(network.apply(state.params, obs), axis=-1).astype(jnp.int32)
-        eps = epsilon(config, state.extra["final_epsilon"], state.update_count * config.batch_size)
+        eps = epsilon(config, state.extra["final_epsilon"], _steps(state.update_count))
         explore = jax.random.uniform(explore_key, greedy.shape) < eps
         random = jax.random.randint(random_key, greedy.shape, 0, n_actions, jnp.int32)
         return jnp.where(explore, random, greedy), key
@@ -120,13 +124,13 @@ def make_value_algorithm(config: Config, network, spec: EnvSpec) -> Algorithm:
         params = optax.apply_updates(state.params, updates)
         count = state.update_count + 1
         # Refresh the target network when this update crosses a multiple of target_interval.
-        refresh = (count * config.batch_size) // config.target_interval > (
-            state.update_count * config.batch_size
-        ) // config.target_interval
+        refresh = _steps(count) // config.target_interval > (
+            _steps(state.update_count) // config.target_interval
+        )
         target_params = jax.tree.map(
             lambda new, old: jnp.where(refresh, new, old), params, target_params
         )
-        eps = epsilon(config, state.extra["final_epsilon"], state.update_count * config.batch_size)
+        eps = epsilon(config, state.extra["final_epsilon"], _steps(state.update_count))
         metrics = {
             "value_loss": loss,
             "q_mean": masked_mean(q_a, batch.mask),

@@ -263,3 +263,58 @@ def test_old_format_is_named(straight, tmp_path):
     meta_file.write_text(json.dumps(meta))
     line = _one_error_line(_eval_cli(str(run)))
     assert "format version 99" in line and "reads versions 1, 2" in line
+
+
+def test_format_1_checkpoint_restores_and_resumes(straight, tmp_path):
+    """Checkpoints written before LearnerState.extra existed (a2c, format 1) still load."""
+    import orbax.checkpoint as ocp
+
+    from paac.checkpoints import _LearnerStateV1
+    from paac.envs import EnvSpec
+    from paac.learner import network_for, state_template
+
+    cfg = Config(**CARTPOLE)
+    spec = EnvSpec((4,), np.dtype("float32"), 2, False)
+    template = state_template(cfg, network_for(cfg, spec), spec)
+    directory, _ = locate(straight.run_dir)
+    from paac.checkpoints import restore
+
+    step = 4000  # written in format 1, then resumed to the end of the straight run
+    new = restore(directory, step, template)
+    old = _LearnerStateV1(new.state.params, new.state.opt_state, new.state.update_count)
+    meta = dict(new.meta, format_version=1)
+    run = tmp_path / "v1"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(os.path.join(straight.run_dir, "metrics.csv"), run / "metrics.csv")
+    mgr = ocp.CheckpointManager(str(run / "checkpoints"))
+    mgr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave({"learner": old, "act_key": new.act_key}),
+        meta=ocp.args.JsonSave(meta),
+    ))  # fmt: skip
+    mgr.wait_until_finished()
+    back = restore(str(run / "checkpoints"), step, template)
+    assert back.state.extra == {}
+    chex_equal = jax.tree.map(
+        lambda a, b: np.array_equal(a, b), back.state.params, new.state.params
+    )
+    assert all(jax.tree.leaves(chex_equal))
+    resumed = train(Config(**CARTPOLE, resume=str(run)), progress=False)
+    assert resumed.steps == 8000
+    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+def test_metrics_header_is_upgraded(tmp_path):
+    """A run logged by an older paac (fewer columns) keeps its rows under today's header."""
+    from paac.metrics import COLUMNS, MetricsWriter
+
+    old = [c for c in COLUMNS if c not in ("q_mean", "epsilon")]
+    path = tmp_path / "metrics.csv"
+    path.write_text(",".join(old) + "\n" + ",".join(["1"] * len(old)) + "\n")
+    writer = MetricsWriter(str(tmp_path), tensorboard=False)
+    writer.write({"step": 2, "epsilon": 0.5})
+    writer.close()
+    rows = _rows(tmp_path)
+    assert list(rows[0]) == list(COLUMNS)
+    assert rows[0]["step"] == "1" and rows[0]["epsilon"] == ""
+    assert rows[1]["step"] == "2" and rows[1]["epsilon"] == "0.5"

@@ -169,3 +169,46 @@ def test_act_is_epsilon_greedy():
         actions, key = act(state, obs, key)
         counts += np.bincount(np.asarray(actions), minlength=2)
     assert abs(counts[0] / counts.sum() - 0.5) < 0.03
+
+
+@pytest.mark.parametrize("algo", ["nstep_q", "q", "sarsa"])
+def test_update_wiring_against_the_oracle(algo):
+    """The update's loss equals 0.5 (y - Q(s, a))^2 averaged over real steps, with y from the
+    NumPy oracle on the TARGET network's values of the next observations (target network
+    made different from the online one), next actions shifted by one, reset steps masked."""
+    config, algorithm, state = _setup(algo, gamma=GAMMA)
+    network = network_for(config, SPEC)
+    noisy = jax.tree.map(lambda p: p + 0.3, state.params)
+    state = state._replace(extra={**state.extra, "target_params": noisy})
+    b = _batch(7)
+    term = np.zeros((5, 4), bool)
+    trunc = np.zeros((5, 4), bool)
+    term[1, 0], trunc[2, 1], term[4, 2] = True, True, True
+    mask = np.ones((5, 4), np.float32)
+    mask[2, 0], mask[3, 1] = 0.0, 0.0  # reset steps after the done steps
+    b = b._replace(terminated=term, truncated=trunc, mask=mask)
+    _, metrics = jax.jit(algorithm.update)(state, b)
+    next_obs = np.concatenate([b.obs[1:], b.bootstrap_obs[None]])
+    q_next = np.asarray(network.apply(noisy, next_obs), np.float64)
+    a_next = np.concatenate([b.action[1:], b.next_action[None]])
+    y = oracle_targets(algo, q_next, a_next, b.reward, term, trunc)
+    q = np.asarray(network.apply(state.params, b.obs), np.float64)
+    q_a = np.take_along_axis(q, b.action[..., None], -1)[..., 0]
+    want = np.sum(mask * 0.5 * (y - q_a) ** 2) / mask.sum()
+    np.testing.assert_allclose(metrics["value_loss"], want, rtol=1e-5)
+    np.testing.assert_allclose(metrics["q_mean"], np.sum(mask * q_a) / mask.sum(), rtol=1e-5)
+
+
+def test_each_environment_gets_its_final_epsilon():
+    _, algorithm, state = _setup("q", epsilon_anneal_steps=20)
+    final = np.array([0.0, 1.0, 0.0, 1.0], np.float32)
+    state = state._replace(update_count=np.int32(10), extra={**state.extra, "final_epsilon": final})
+    obs = np.repeat(np.random.default_rng(1).normal(size=(1, 4)).astype(np.float32), 4, 0)
+    greedy, _ = algorithm.policy(True)(state.params, obs, None)
+    act = jax.jit(algorithm.act)
+    key, differs = jax.random.PRNGKey(3), np.zeros(4)
+    for _ in range(400):
+        actions, key = act(state, obs, key)
+        differs += np.asarray(actions) != np.asarray(greedy)
+    assert differs[0] == differs[2] == 0  # epsilon 0: always greedy
+    assert 150 < differs[1] < 250 and 150 < differs[3] < 250  # epsilon 1: uniform over 2
