@@ -82,18 +82,23 @@ def truncate_metrics(run_dir: str, step: int) -> int:
     path = os.path.join(run_dir, "metrics.csv")
     if not os.path.exists(path):
         return 0
+    upgrade_header(path)  # read the rows under the right column names
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     keep = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= step]
-    if len(keep) == len(rows):
-        return 0
+    if len(keep) < len(rows):
+        _rewrite(path, keep)
+    return len(rows) - len(keep)
+
+
+def _rewrite(path: str, rows: list[dict]) -> None:
+    """Replaces ``path`` atomically with today's header and ``rows``."""
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
-        w.writerows(keep)
+        w.writerows(rows)
     os.replace(tmp, path)
-    return len(rows) - len(keep)
 
 
 def upgrade_header(path: str) -> bool:
@@ -109,10 +114,5 @@ def upgrade_header(path: str) -> bool:
     for line in lines[1:]:
         names = COLUMNS if len(line) == len(COLUMNS) else old
         rows.append(dict(zip(names, line, strict=False)))
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    _rewrite(path, rows)
     return True

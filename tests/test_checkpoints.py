@@ -318,3 +318,15 @@ def test_metrics_header_is_upgraded(tmp_path):
     assert list(rows[0]) == list(COLUMNS)
     assert rows[0]["step"] == "1" and rows[0]["epsilon"] == ""
     assert rows[1]["step"] == "2" and rows[1]["epsilon"] == "0.5"
+    # Mixed rows (a resumed process appended today's columns under the old header), then a
+    # resume from step 2: the rows are read under the right names before truncating.
+    from paac.metrics import truncate_metrics
+
+    path.write_text(
+        ",".join(old) + "\n" + ",".join(["1"] * len(old)) + "\n"
+        + ",".join(["2"] + [""] * (len(COLUMNS) - 2) + ["0.25"]) + "\n"
+        + ",".join(["3"] + [""] * (len(COLUMNS) - 1)) + "\n"
+    )  # fmt: skip
+    assert truncate_metrics(str(tmp_path), 2) == 1
+    rows = _rows(tmp_path)
+    assert [r["step"] for r in rows] == ["1", "2"] and rows[1]["epsilon"] == "0.25"
