@@ -330,3 +330,22 @@ def test_metrics_header_is_upgraded(tmp_path):
     assert truncate_metrics(str(tmp_path), 2) == 1
     rows = _rows(tmp_path)
     assert [r["step"] for r in rows] == ["1", "2"] and rows[1]["epsilon"] == "0.25"
+
+
+def test_a_run_in_use_is_locked(straight, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(straight.run_dir, run)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".lock").write_text(str(sleeper.pid))  # another process trains this run
+        with pytest.raises(ConfigError, match=f"being trained by process {sleeper.pid}"):
+            train(Config(**CARTPOLE, resume=str(run)), progress=False)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # The owner is gone: its lock is stale, taken over, and released at the end.
+    cfg = Config(**{**CARTPOLE, "checkpoint_interval": 0}, resume=str(run))
+    with pytest.raises(CheckpointError, match="abandon"):  # the run holds 8000; resume it
+        train(Config(**CARTPOLE, resume=str(run / "checkpoints" / "4000")), progress=False)
+    assert train(cfg, progress=False).steps == 8000
+    assert not (run / ".lock").exists()
