@@ -67,6 +67,11 @@ def segment_env_seed(seed: int, update: int) -> int:
     return int(np.random.SeedSequence([seed, update]).generate_state(1)[0] % 2**31)
 
 
+def _segment_env(config: Config, update: int):
+    """The training environments of the segment that starts at ``update``."""
+    return make_training_env(config, seed=segment_env_seed(config.seed, update))
+
+
 class StopSignals:
     """SIGINT and SIGTERM ask the loop to stop after the current update (and checkpoint).
 
@@ -298,7 +303,7 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
     """
     resume = _prepare_resume(config)
     start_update = int(resume.meta["update"]) if resume else 0
-    env = make_training_env(config, seed=segment_env_seed(config.seed, start_update))
+    env = _segment_env(config, start_update)
     try:
         spec = env_spec(env, config.env)
         check_arch(config, spec)
@@ -430,7 +435,7 @@ def _train(config, resume, start_update, env, spec, run_dir, progress) -> TrainR
                     if config.exact_resume:
                         # A new segment: fresh episodes, as a run resumed from here sees.
                         env.close()
-                        env = make_training_env(config, seed=segment_env_seed(config.seed, u + 1))
+                        env = _segment_env(config, u + 1)
                         obs, _ = env.reset()
                         carry = RolloutCarry(carry.key, obs, np.zeros(config.n_envs, bool))
                         stats.abandon_running()
