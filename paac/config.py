@@ -16,6 +16,10 @@ ARCHS = ("nips", "nature", "mlp")
 IMAGE_ARCHS = ("nips", "nature")
 LR_SCHEDULES = ("linear", "constant")
 CONV_IMPLS = ("auto", "xla", "matmul")
+MODES = ("sync", "a3c", "ga3c")
+"""sync: PAAC's averaged fresh gradient; a3c: delayed, unaveraged worker gradients; ga3c:
+acting with a lagged policy (see :mod:`paac.asynchronous`)."""
+STALENESS = ("round_robin", "uniform", "fixed")
 
 
 class ConfigError(Exception):
@@ -99,6 +103,16 @@ class Config:
     """Restart environments at interval checkpoints so resumed runs equal uninterrupted ones."""
     resume: str | None = None
     """Continue a run: its directory (latest checkpoint) or one checkpoints/<step> directory."""
+    mode: str = "sync"
+    """sync (PAAC) | a3c (stale, unaveraged worker gradients) | ga3c (lagged acting policy)."""
+    workers: int | None = None
+    """a3c: workers the n_e environments are split over; None = n_e (one each, as A3C)."""
+    staleness: str = "round_robin"
+    """a3c: round_robin (equal-speed workers) | uniform (lag in [0, max_staleness]) | fixed."""
+    max_staleness: int = 8
+    """a3c with uniform or fixed staleness: the largest lag (in updates) of a worker's copy."""
+    policy_lag: int = 2
+    """ga3c: actions are sampled with the parameters of this many updates ago."""
 
     def __post_init__(self) -> None:
         for field in ("final_epsilons", "final_epsilon_probs"):  # JSON gives lists
@@ -116,6 +130,13 @@ class Config:
     def num_updates(self) -> int:
         """Updates in the run: total_steps // batch_size."""
         return self.total_steps // self.batch_size
+
+    @property
+    def num_workers(self) -> int:
+        """a3c's workers W (n_envs when ``workers`` is None); 1 in the other modes."""
+        if self.mode != "a3c":
+            return 1
+        return self.n_envs if self.workers is None else self.workers
 
     @property
     def effective_loss_scale(self) -> float:
@@ -190,6 +211,11 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "checkpoint_interval": (_int_at_least(0), "must be an integer >= 0 (0: end and signals)"),
     "keep": (_int_at_least(1), "must be an integer >= 1"),
     "resume": (_optional(lambda x: isinstance(x, str) and x != ""), "must be a path, or None"),
+    "mode": (lambda x: x in MODES, f"must be one of {', '.join(MODES)}"),
+    "workers": (_optional(_int_at_least(1)), "must be an integer >= 1, or None for n_envs"),
+    "staleness": (lambda x: x in STALENESS, f"must be one of {', '.join(STALENESS)}"),
+    "max_staleness": (_int_at_least(0), "must be an integer >= 0"),
+    "policy_lag": (_int_at_least(0), "must be an integer >= 0"),
 }
 
 
@@ -208,6 +234,13 @@ def _validate(c: Config) -> None:
             "final_epsilon_probs",
             c.final_epsilon_probs,
             f"must give one probability per final epsilon ({len(c.final_epsilons)})",
+        )
+    if c.mode != "sync" and c.algo != "a2c":
+        allowed = f"the async modes are for --algo a2c (got {c.algo!r}); use sync"
+        raise _fail("mode", c.mode, allowed)
+    if c.workers is not None and c.n_envs % c.workers:
+        raise _fail(
+            "workers", c.workers, f"must divide --n-envs={c.n_envs} (each worker gets as many)"
         )
     if not isinstance(c.total_steps, int) or not c.batch_size <= c.total_steps < 2**31:
         raise _fail(
