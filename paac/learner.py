@@ -76,10 +76,19 @@ class Algorithm(NamedTuple):
 
 
 def make_lr_schedule(config: Config) -> optax.Schedule:
-    """PAAC's learning rate: linear from ``lr`` to 0 over the run's updates, or constant."""
+    """PAAC's learning rate: linear from ``lr`` to 0 over the run's updates, or constant.
+
+    The schedule counts optimiser steps. In a3c mode each of the W workers applies its own
+    gradient, so a run takes ``num_updates * W`` optimiser steps, each with ``lr / W``
+    (A3C's convention: with one environment per worker, PAAC's ``0.0007 * n_e`` becomes
+    A3C's 0.0007 per worker update).
+    """
+    w = config.num_workers
     if config.lr_schedule == "constant":
-        return optax.constant_schedule(config.lr)
-    return optax.linear_schedule(config.lr, 0.0, transition_steps=max(config.num_updates, 1))
+        return optax.constant_schedule(config.lr / w)
+    return optax.linear_schedule(
+        config.lr / w, 0.0, transition_steps=max(config.num_updates * w, 1)
+    )
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
@@ -132,11 +141,20 @@ def network_for(config: Config, spec: EnvSpec):
 
 
 def make_algorithm(config: Config, network, spec: EnvSpec) -> Algorithm:
-    """The :class:`Algorithm` of ``config.algo`` (a2c, nstep_q, q or sarsa)."""
+    """The :class:`Algorithm` of ``config.algo`` (a2c, nstep_q, q or sarsa) in
+    ``config.mode`` (sync, or the a3c and ga3c emulations for a2c)."""
     if config.algo in VALUE_ALGOS:
         from paac.value import make_value_algorithm
 
         return make_value_algorithm(config, network, spec)
+    if config.mode == "a3c":
+        from paac.asynchronous import make_a3c
+
+        return make_a3c(config, network, spec)
+    if config.mode == "ga3c":
+        from paac.asynchronous import make_ga3c
+
+        return make_ga3c(config, network, spec)
     return make_a2c(config, network, spec)
 
 
@@ -198,16 +216,15 @@ def make_advantage_fn(config: Config) -> Callable:
     return advantages
 
 
-def make_update(config: Config, network) -> Callable:
-    """``update(state, batch) -> (state, metrics)``: one averaged PAAC gradient step.
+def make_a2c_grad(config: Config, network) -> Callable:
+    """``grad(params, batch) -> (grads, (terms, values, returns))``: PAAC's gradient.
 
-    The loss is the masked batch mean of the A2C loss times ``loss_scale``
-    (``t_max`` by default, PAAC's convention). Values of the observations after each
-    step come from the same forward pass (``V(obs[t + 1])``) and, for the last step,
-    from ``V(bootstrap_obs)``; they are targets only (no gradient).
+    The loss is the masked batch mean of the A2C loss times ``loss_scale`` (``t_max`` by
+    default, PAAC's convention). Values of the observations after each step come from the
+    same forward pass (``V(obs[t + 1])``) and, for the last step, from
+    ``V(bootstrap_obs)``, all at ``params``; they are targets only (no gradient).
+    ``values`` and ``returns`` are ``[T, N]``; ``terms`` is :class:`A2CLossTerms`.
     """
-    optimizer = make_optimizer(config)
-    schedule = make_lr_schedule(config)
     advantage_fn = make_advantage_fn(config)
     scale = config.effective_loss_scale
 
@@ -230,22 +247,41 @@ def make_update(config: Config, network) -> Callable:
         )
         return scale * loss, (terms, v_tm1, returns)
 
-    def update(state: LearnerState, batch: Batch):
-        _, v_boot = network.apply(state.params, batch.bootstrap_obs)
+    def grad(params, batch: Batch):
+        _, v_boot = network.apply(params, batch.bootstrap_obs)
         v_boot = jax.lax.stop_gradient(v_boot)
-        grads, (terms, values, returns) = jax.grad(loss_fn, has_aux=True)(
-            state.params, batch, v_boot
-        )
+        return jax.grad(loss_fn, has_aux=True)(params, batch, v_boot)
+
+    return grad
+
+
+def a2c_metrics(terms, grad_norm, lr, values, returns, mask) -> dict:
+    """The logged numbers of an A2C update."""
+    return {
+        "policy_loss": terms.policy_loss,
+        "value_loss": terms.value_loss,
+        "entropy": terms.entropy,
+        "grad_norm": grad_norm,
+        "lr": lr,
+        "explained_variance": explained_variance(values, returns, mask),
+    }
+
+
+def make_update(config: Config, network) -> Callable:
+    """``update(state, batch) -> (state, metrics)``: one averaged PAAC gradient step.
+
+    The gradient is :func:`make_a2c_grad`'s, at the current parameters.
+    """
+    optimizer = make_optimizer(config)
+    schedule = make_lr_schedule(config)
+    grad_fn = make_a2c_grad(config, network)
+
+    def update(state: LearnerState, batch: Batch):
+        grads, (terms, values, returns) = grad_fn(state.params, batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {
-            "policy_loss": terms.policy_loss,
-            "value_loss": terms.value_loss,
-            "entropy": terms.entropy,
-            "grad_norm": optax.tree.norm(grads),
-            "lr": schedule(state.update_count),
-            "explained_variance": explained_variance(values, returns, batch.mask),
-        }
+        lr = schedule(state.update_count)
+        metrics = a2c_metrics(terms, optax.tree.norm(grads), lr, values, returns, batch.mask)
         return state._replace(
             params=params, opt_state=opt_state, update_count=state.update_count + 1
         ), metrics

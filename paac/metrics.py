@@ -24,6 +24,7 @@ COLUMNS = (
     "explained_variance",
     "q_mean",
     "epsilon",
+    "staleness",
 )
 """``step``: environment steps so far; ``score``: mean raw score of the games finished
 since the previous row (empty when none finished); ``score_last20``: mean raw score of

@@ -254,6 +254,26 @@ def test_value_based_resume_is_exact(tmp_path):
     assert stats["policy"] == "greedy" and stats["algo"] == "sarsa"
 
 
+@pytest.mark.parametrize(
+    "mode",
+    [dict(mode="a3c", workers=4, staleness="uniform", max_staleness=3), dict(mode="ga3c")],
+    ids=["a3c", "ga3c"],
+)
+def test_async_resume_is_exact(tmp_path, mode):
+    """The parameter ring, the workers' copies and the delay RNG survive a resume."""
+    cfg = dict(CARTPOLE, **mode)
+    straight = train(Config(**cfg, out_dir=str(tmp_path), run_name="a"), progress=False)
+    run = tmp_path / "b"
+    shutil.copytree(straight.run_dir, run)
+    shutil.rmtree(run / "checkpoints" / "8000")
+    resumed = train(Config(**cfg, resume=str(run)), progress=False)
+    want = {"ring", "copies", "delay_key"} if mode["mode"] == "a3c" else {"ring"}
+    assert set(resumed.state.extra) == want
+    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    assert _rows(run)[-1]["staleness"] == _rows(straight.run_dir)[-1]["staleness"] != ""
+
+
 def test_old_format_is_named(straight, tmp_path):
     run = tmp_path / "old"
     shutil.copytree(straight.run_dir, run)
@@ -322,9 +342,11 @@ def test_metrics_header_is_upgraded(tmp_path):
     # resume from step 2: the rows are read under the right names before truncating.
     from paac.metrics import truncate_metrics
 
+    today = ["2"] + [""] * (len(COLUMNS) - 1)
+    today[COLUMNS.index("epsilon")] = "0.25"
     path.write_text(
         ",".join(old) + "\n" + ",".join(["1"] * len(old)) + "\n"
-        + ",".join(["2"] + [""] * (len(COLUMNS) - 2) + ["0.25"]) + "\n"
+        + ",".join(today) + "\n"
         + ",".join(["3"] + [""] * (len(COLUMNS) - 1)) + "\n"
     )  # fmt: skip
     assert truncate_metrics(str(tmp_path), 2) == 1
