@@ -88,6 +88,18 @@ def ring_push(ring: ParamRing, params: Params, version: chex.Numeric) -> ParamRi
     return ParamRing(stacked, ring.versions.at[slot].set(version))
 
 
+def ring_push_many(ring: ParamRing, stacked: Params, versions: chex.Array) -> ParamRing:
+    """``ring`` with ``stacked[i]`` stored as ``versions[i]`` (``[W]``, consecutive, W <= K
+    or the last K of them kept)."""
+    k = ring_size(ring)
+    if versions.shape[0] > k:  # only the newest K survive
+        stacked = jax.tree.map(lambda x: x[-k:], stacked)
+        versions = versions[-k:]
+    slots = jnp.asarray(versions, jnp.int32) % k
+    params = jax.tree.map(lambda buf, x: buf.at[slots].set(x), ring.params, stacked)
+    return ParamRing(params, ring.versions.at[slots].set(versions))
+
+
 def ring_get(ring: ParamRing, version: chex.Numeric) -> Params:
     """The parameters stored as ``version`` (one of the last ``K`` pushed)."""
     slot = jnp.asarray(version, jnp.int32) % ring_size(ring)
@@ -159,13 +171,14 @@ def make_a3c(config: Config, network, spec: EnvSpec) -> Algorithm:
         extra = {
             "ring": ring_init(params, size),
             "copies": jnp.zeros((w,), jnp.int32),
+            "workers": ring_gather(ring_init(params, 1), jnp.zeros((w,), jnp.int32)),
             "delay_key": jax.random.fold_in(key, 1),
         }
         return LearnerState(params, optimizer.init(params), jnp.zeros((), jnp.int32), extra)
 
     def act(state: LearnerState, obs, key):
         key, sample_key = jax.random.split(key)
-        copies = ring_gather(state.extra["ring"], state.extra["copies"])
+        copies = state.extra["workers"]
         worker_obs = _split_workers(obs, w, 0)  # [W, N / W, ...]
         logits, _ = jax.vmap(network.apply)(copies, worker_obs)
         logits = logits.reshape((obs.shape[0],) + logits.shape[2:])
@@ -178,18 +191,20 @@ def make_a3c(config: Config, network, spec: EnvSpec) -> Algorithm:
         ring, copy_versions = state.extra["ring"], state.extra["copies"]
         version = state.update_count * w  # optimiser steps so far
         # Every gradient of the round is taken at its worker's copy, fixed before the round.
-        stale = ring_gather(ring, copy_versions)
+        stale = state.extra["workers"]
         grads, (terms, values, returns) = jax.vmap(grad_fn)(stale, split_batch(batch, w))
 
         def apply(carry, grad):
-            params, opt_state, ring, v = carry
+            params, opt_state = carry
             updates, opt_state = optimizer.update(grad, opt_state, params)
             params = optax.apply_updates(params, updates)
-            return (params, opt_state, ring_push(ring, params, v + 1), v + 1), None
+            return (params, opt_state), params
 
-        (params, opt_state, ring, _), _ = jax.lax.scan(
-            apply, (state.params, state.opt_state, ring, version), grads
+        (params, opt_state), new_versions = jax.lax.scan(
+            apply, (state.params, state.opt_state), grads
         )
+        # Versions version + 1 .. version + W into the ring, in one write after the scan.
+        ring = ring_push_many(ring, new_versions, version + 1 + jnp.arange(w, dtype=jnp.int32))
         copies, delay_key = next_copies(config, version, state.extra["delay_key"])
         staleness = version + jnp.arange(w, dtype=jnp.int32) - copy_versions
         terms = A2CLossTerms(*(jnp.mean(t) for t in terms))
@@ -197,7 +212,13 @@ def make_a3c(config: Config, network, spec: EnvSpec) -> Algorithm:
         mask = split_batch(batch, w).mask
         metrics = a2c_metrics(terms, grad_norm, schedule(version), values, returns, mask)
         metrics["staleness"] = jnp.mean(staleness.astype(jnp.float32))
-        extra = {"ring": ring, "copies": copies, "delay_key": delay_key}
+        # The next round's copies, gathered once here rather than at every step of acting;
+        # round-robin copies are the versions this round just made, in worker order.
+        if config.staleness == "round_robin":
+            workers = new_versions
+        else:
+            workers = ring_gather(ring, copies)
+        extra = {"ring": ring, "copies": copies, "workers": workers, "delay_key": delay_key}
         new_state = LearnerState(params, opt_state, state.update_count + 1, extra)
         return new_state, metrics
 
@@ -216,14 +237,15 @@ def make_ga3c(config: Config, network, spec: EnvSpec) -> Algorithm:
 
     def init(key):
         params = network.init(key, dummy)
-        extra = {"ring": ring_init(params, lag + 1)}
+        extra = {"ring": ring_init(params, lag + 1), "acting": params}
         return LearnerState(params, optimizer.init(params), jnp.zeros((), jnp.int32), extra)
 
     def acting_version(state: LearnerState):
         return jnp.maximum(state.update_count - lag, 0)
 
     def act(state: LearnerState, obs, key):
-        return sample(ring_get(state.extra["ring"], acting_version(state)), obs, key)
+        # extra["acting"] is ring_get(ring, acting_version(state)), read once per update.
+        return sample(state.extra["acting"], obs, key)
 
     def policy(greedy: bool):
         return make_greedy_act(network) if greedy else make_act(network)
@@ -233,6 +255,7 @@ def make_ga3c(config: Config, network, spec: EnvSpec) -> Algorithm:
         new_state, metrics = sync_update(state, batch)
         ring = ring_push(state.extra["ring"], new_state.params, new_state.update_count)
         metrics["staleness"] = (state.update_count - lagged).astype(jnp.float32)
-        return new_state._replace(extra={"ring": ring}), metrics
+        acting = ring_get(ring, acting_version(new_state))
+        return new_state._replace(extra={"ring": ring, "acting": acting}), metrics
 
     return Algorithm(init, act, update, policy)

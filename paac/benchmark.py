@@ -43,6 +43,12 @@ class BenchConfig:
     """Total measuring time, shared between the four measurements."""
     seed: int = 0
     """Seed."""
+    mode: str = "sync"
+    """sync | a3c | ga3c (a2c only)."""
+    workers: int | None = None
+    """a3c: workers (None: n_envs)."""
+    policy_lag: int = 2
+    """ga3c: policy lag in updates."""
 
 
 _TIMED = ("obs", "action", "reward", "terminated", "truncated", "mask")
@@ -70,6 +76,9 @@ def run_benchmark(bench: BenchConfig) -> dict:
         num_threads=bench.num_threads,
         seed=bench.seed,
         total_steps=bench.n_envs * bench.t_max * 10**6,
+        mode=bench.mode,
+        workers=bench.workers,
+        policy_lag=bench.policy_lag,
     )
     share = bench.seconds / 8
     env = make_training_env(config)
@@ -136,6 +145,9 @@ def run_benchmark(bench: BenchConfig) -> dict:
         "env": bench.env,
         "arch": bench.arch,
         "algo": bench.algo,
+        "mode": bench.mode,
+        "workers": config.num_workers if bench.mode == "a3c" else None,
+        "policy_lag": bench.policy_lag if bench.mode == "ga3c" else None,
         "n_envs": n,
         "t_max": bench.t_max,
         "num_threads": bench.num_threads,
@@ -165,8 +177,13 @@ def format_table(r: dict) -> str:
         ("compile: act, update", f"{r['act_compile_s']:.2f} s, {r['update_compile_s']:.2f} s"),
         ("peak memory (RSS)", f"{r['peak_rss_mib']:,.0f} MiB"),
     ]
+    mode = r.get("mode", "sync")
+    if r.get("workers"):
+        mode += f"(W={r['workers']})"
+    if r.get("policy_lag") is not None:
+        mode += f"(lag={r['policy_lag']})"
     head = (
-        f"{r['env']}  arch={r['arch']}  n_e={r['n_envs']}  t_max={r['t_max']}  "
+        f"{r['env']}  arch={r['arch']}  mode={mode}  n_e={r['n_envs']}  t_max={r['t_max']}  "
         f"backend={r['backend']}  ynn={r['xla_cpu_ynn']}  conv={r['conv_impl']}"
     )
     width = max(len(a) for a, _ in rows)

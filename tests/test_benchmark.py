@@ -17,3 +17,14 @@ def test_benchmark_smoke(script):
     assert result["peak_rss_mib"] > 0
     assert (result["env"], result["n_envs"], result["t_max"]) == ("CartPole-v1", 4, 5)
     assert any("whole training loop" in ln for ln in lines)
+
+
+def test_benchmark_async_mode(script):
+    out = script(
+        "benchmark.py", "--env", "CartPole-v1", "--arch", "mlp", "--n-envs", "4",
+        "--t-max", "5", "--seconds", "1", "--mode", "a3c", "--workers", "2",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (result["mode"], result["workers"]) == ("a3c", 2) and result["train_sps"] > 0
+    assert "mode=a3c(W=2)" in out.stdout

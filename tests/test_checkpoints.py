@@ -267,7 +267,9 @@ def test_async_resume_is_exact(tmp_path, mode):
     shutil.copytree(straight.run_dir, run)
     shutil.rmtree(run / "checkpoints" / "8000")
     resumed = train(Config(**cfg, resume=str(run)), progress=False)
-    want = {"ring", "copies", "delay_key"} if mode["mode"] == "a3c" else {"ring"}
+    want = (
+        {"ring", "copies", "workers", "delay_key"} if mode["mode"] == "a3c" else {"ring", "acting"}
+    )
     assert set(resumed.state.extra) == want
     for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
