@@ -1,0 +1,271 @@
+"""Sync PAAC against emulated A3C and GA3C on equal footing.
+
+Every mode trains the same configuration (network, ``n_e``, ``t_max``, learning rate,
+environment steps) with the same seeds; only ``--mode`` differs. The comparison writes,
+in its directory:
+
+* ``runs/<env>/<mode>-s<seed>/``: each training run (metrics, checkpoints);
+* ``comparison.png``: score (mean of the last 20 games) against environment steps, one
+  curve per mode: the mean over seeds and a band from the lowest to the highest seed;
+* ``comparison.md``: a Markdown table of final scores and steps/s per mode;
+* ``comparison.json``: the same figures per run.
+
+A run already present with the same configuration is read back instead of trained again,
+so an interrupted comparison can be run again to complete it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from paac.config import MODES, Config, ConfigError
+
+CURVE_POINTS = 200
+
+
+class RunSummary(NamedTuple):
+    """One training run of the comparison."""
+
+    mode: str
+    seed: int
+    run_dir: str
+    steps: int
+    final_score: float | None  # mean raw score of the last 20 games at the end
+    steps_per_second: float  # environment steps over wall time, compilation included
+    curve_steps: np.ndarray  # steps of the rows where score_last20 is known
+    curve_scores: np.ndarray  # score_last20 of those rows
+
+
+def mode_label(config: Config) -> str:
+    """``sync``, ``a3c (W=16, round_robin)``, ``ga3c (lag 2)``: the mode and its settings."""
+    if config.mode == "a3c":
+        stale = config.staleness
+        if stale == "uniform":
+            stale += f" <= {config.max_staleness}"
+        elif stale == "fixed":
+            stale += f" {config.max_staleness}"
+        return f"a3c (W={config.num_workers}, {stale})"
+    if config.mode == "ga3c":
+        return f"ga3c (lag {config.policy_lag})"
+    return "sync"
+
+
+def _comparable(config: Config) -> dict:
+    """The parts of a config that decide a run's result (not where it is written)."""
+    d = config.to_dict()
+    for k in ("out_dir", "run_name", "resume", "num_threads", "log_interval", "keep"):
+        d.pop(k)
+    return d
+
+
+def read_run(run_dir: str, mode: str, seed: int) -> RunSummary:
+    """The summary of a finished run from its ``metrics.csv``."""
+    path = os.path.join(run_dir, "metrics.csv")
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise ConfigError(f"cannot read {path!r}: {e.strerror}") from None
+    if not rows:
+        raise ConfigError(f"{path!r} has no rows")
+    steps, scores = [], []
+    for row in rows:
+        if row.get("score_last20"):
+            steps.append(float(row["step"]))
+            scores.append(float(row["score_last20"]))
+    last = rows[-1]
+    final = float(last["score_last20"]) if last.get("score_last20") else None
+    walltime = float(last["walltime"])
+    total = int(float(last["step"]))
+    sps = total / walltime if walltime > 0 else math.nan
+    return RunSummary(mode, seed, run_dir, total, final, sps, np.asarray(steps), np.asarray(scores))
+
+
+def run_comparison(
+    base: Config,
+    out_dir: str,
+    modes: Sequence[str] = MODES,
+    seeds: Sequence[int] = (0, 1, 2),
+    progress: bool = False,
+) -> list[RunSummary]:
+    """Trains ``base`` in each of ``modes`` with each of ``seeds`` under ``out_dir``."""
+    from paac.train import train
+
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise ConfigError(f"--modes={list(modes)!r} is invalid: choose from {', '.join(MODES)}")
+    if not seeds:
+        raise ConfigError("--seeds is empty: give at least one seed")
+    runs_root = os.path.join(out_dir, "runs")
+    results = []
+    for mode in modes:
+        for seed in seeds:
+            name = f"{mode}-s{seed}"
+            config = dataclasses.replace(
+                base, mode=mode, seed=seed, out_dir=runs_root, run_name=name, resume=None
+            )
+            run_dir = os.path.join(runs_root, config.env, name)
+            if _finished(run_dir, config):
+                print(f"paac: {name}: already trained in {run_dir}", flush=True)
+            else:
+                print(f"paac: {name}: training ({mode_label(config)})", flush=True)
+                train(config, progress=progress)
+            results.append(read_run(run_dir, mode, seed))
+    return results
+
+
+def _finished(run_dir: str, config: Config) -> bool:
+    """True when ``run_dir`` holds this configuration's run, trained to its end."""
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            saved = json.load(f)
+    except OSError:
+        return False
+    except ValueError:
+        saved = None
+    if saved is None or _comparable(Config(**saved)) != _comparable(config):
+        raise ConfigError(
+            f"{run_dir!r} holds a run of another configuration: choose another --out-dir"
+        )
+    summary = read_run(run_dir, config.mode, config.seed)
+    reached = (
+        config.target_score is not None
+        and summary.final_score is not None
+        and (summary.final_score >= config.target_score)
+    )
+    if summary.steps >= config.num_updates * config.batch_size or reached:
+        return True
+    raise ConfigError(
+        f"{run_dir!r} holds an unfinished run (step {summary.steps}): continue it with "
+        f"--resume {run_dir}, or delete it"
+    )
+
+
+def _curve_grid(results: Sequence[RunSummary]) -> np.ndarray:
+    end = max(r.steps for r in results)
+    return np.linspace(0.0, float(end), CURVE_POINTS)
+
+
+def _on_grid(run: RunSummary, grid: np.ndarray) -> np.ndarray:
+    """The run's score_last20 at each grid step (the last known value; NaN before it)."""
+    out = np.full(grid.shape, np.nan)
+    if run.curve_steps.size == 0:
+        return out
+    idx = np.searchsorted(run.curve_steps, grid, side="right") - 1
+    known = (idx >= 0) & (grid <= run.steps)
+    out[known] = run.curve_scores[idx[known]]
+    return out
+
+
+def plot_comparison(results: Sequence[RunSummary], labels: dict, out_path: str, title: str) -> str:
+    """Score vs steps, one curve per mode: mean over seeds, band from min to max seed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
+
+    fig = Figure(figsize=(7.5, 4.5), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    grid = _curve_grid(results)
+    for i, mode in enumerate(dict.fromkeys(r.mode for r in results)):
+        runs = [r for r in results if r.mode == mode]
+        ys = np.stack([_on_grid(r, grid) for r in runs])
+        have = ~np.all(np.isnan(ys), axis=0)
+        if not have.any():
+            continue
+        with np.errstate(invalid="ignore"), _quiet_nan_warnings():
+            mean = np.nanmean(ys[:, have], axis=0)
+            lo, hi = np.nanmin(ys[:, have], axis=0), np.nanmax(ys[:, have], axis=0)
+        color = f"C{i % 10}"
+        label = f"{labels[mode]}, {len(runs)} seed" + ("s" if len(runs) > 1 else "")
+        ax.plot(grid[have], mean, color=color, linewidth=1.8, label=label)
+        ax.fill_between(grid[have], lo, hi, color=color, alpha=0.2, linewidth=0)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("score (mean of the last 20 games)")
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.set_xlim(left=0)
+    ax.grid(True, alpha=0.35)
+    ax.legend(loc="best", fontsize="small")
+    ax.set_title(title)
+    fig.savefig(out_path)
+    return out_path
+
+
+class _quiet_nan_warnings:
+    """Silences numpy's 'mean of empty slice' for grid points no seed has reached."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:,.{digits}f}"
+
+
+def comparison_table(results: Sequence[RunSummary], labels: dict) -> str:
+    """A Markdown table: per mode, final score mean +- sd over seeds, per seed, steps/s."""
+    lines = [
+        "| mode | seeds | final score, mean ± sd | per seed | env steps | steps/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode in dict.fromkeys(r.mode for r in results):
+        runs = [r for r in results if r.mode == mode]
+        finals = [r.final_score for r in runs if r.final_score is not None]
+        mean = float(np.mean(finals)) if finals else None
+        sd = float(np.std(finals)) if len(finals) > 1 else None
+        score = _fmt(mean) + (f" ± {_fmt(sd)}" if sd is not None else "")
+        per_seed = ", ".join(f"s{r.seed}: {_fmt(r.final_score)}" for r in runs)
+        steps = sorted({r.steps for r in runs})
+        steps_txt = f"{steps[0]:,}" if len(steps) == 1 else f"{steps[0]:,}-{steps[-1]:,}"
+        sps = _fmt(float(np.mean([r.steps_per_second for r in runs])), 0)
+        lines.append(
+            f"| {labels[mode]} | {len(runs)} | {score} | {per_seed} | {steps_txt} | {sps} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(
+    results: Sequence[RunSummary], base: Config, out_dir: str
+) -> tuple[str, str, str]:
+    """Writes ``comparison.png``, ``comparison.md`` and ``comparison.json``; their paths."""
+    labels = {r.mode: mode_label(dataclasses.replace(base, mode=r.mode)) for r in results}
+    png = plot_comparison(
+        results,
+        labels,
+        os.path.join(out_dir, "comparison.png"),
+        f"{base.env}: sync PAAC vs emulated A3C and GA3C (n_e={base.n_envs}, t_max={base.t_max})",
+    )
+    md = os.path.join(out_dir, "comparison.md")
+    with open(md, "w") as f:
+        f.write(comparison_table(results, labels))
+    js = os.path.join(out_dir, "comparison.json")
+    with open(js, "w") as f:
+        runs = [
+            {
+                "mode": r.mode,
+                "label": labels[r.mode],
+                "seed": r.seed,
+                "run_dir": r.run_dir,
+                "steps": r.steps,
+                "final_score": r.final_score,
+                "steps_per_second": r.steps_per_second,
+            }
+            for r in results
+        ]
+        json.dump({"config": base.to_dict(), "runs": runs}, f, indent=2)
+    return png, md, js
