@@ -1,6 +1,16 @@
 """paac: synchronous parallel advantage actor-critic (PAAC) in JAX."""
 
+from paac.asynchronous import (
+    ParamRing,
+    make_a3c,
+    make_ga3c,
+    ring_gather,
+    ring_get,
+    ring_init,
+    ring_push,
+)
 from paac.checkpoints import Checkpointer, CheckpointError, read_meta
+from paac.compare import run_comparison, write_comparison
 from paac.config import Config, ConfigError
 from paac.envs import EnvSpec, EpisodeStats, env_spec, make_env, make_training_env
 from paac.evaluate import evaluate
@@ -10,6 +20,7 @@ from paac.learner import (
     LearnerState,
     init_state,
     make_a2c,
+    make_a2c_grad,
     make_act,
     make_algorithm,
     make_greedy_act,
@@ -29,6 +40,16 @@ from paac.value import draw_final_epsilons, epsilon, make_value_algorithm, q_tar
 __version__ = "0.1.0"
 
 __all__ = [
+    "ParamRing",
+    "make_a2c_grad",
+    "make_a3c",
+    "make_ga3c",
+    "ring_gather",
+    "ring_get",
+    "ring_init",
+    "ring_push",
+    "run_comparison",
+    "write_comparison",
     "Algorithm",
     "RolloutCarry",
     "draw_final_epsilons",
