@@ -12,6 +12,7 @@ from paac.asynchronous import (
 from paac.checkpoints import Checkpointer, CheckpointError, read_meta
 from paac.compare import run_comparison, write_comparison
 from paac.config import Config, ConfigError
+from paac.distributed import DataParallel, make_mesh
 from paac.envs import EnvSpec, EpisodeStats, env_spec, make_env, make_training_env
 from paac.evaluate import evaluate
 from paac.learner import (
@@ -76,6 +77,7 @@ __all__ = [
     "Batch",
     "Config",
     "ConfigError",
+    "DataParallel",
     "EnvSpec",
     "EpisodeStats",
     "LearnerState",
@@ -92,6 +94,7 @@ __all__ = [
     "make_env",
     "make_greedy_act",
     "make_lr_schedule",
+    "make_mesh",
     "make_network",
     "make_optimizer",
     "make_torso",

@@ -42,6 +42,12 @@ RESUME_MUTABLE_FIELDS = frozenset(
         "out_dir",
         "run_name",
         "conv_impl",
+        # Where the run runs: N devices with n_e / N environments each compute the update
+        # of one device with n_e (paac.distributed).
+        "devices",
+        "coordinator_address",
+        "num_processes",
+        "process_id",
     }
 )
 
@@ -150,6 +156,15 @@ def locate(path: str) -> tuple[str, int]:
     )
 
 
+def holds_checkpoint(checkpoints_dir: str) -> bool:
+    """Whether a ``checkpoints`` directory holds a completed checkpoint, read from the file
+    system alone: an orbax manager's creation waits for every process of a multi-process
+    run, and this is asked by process 0 alone (:func:`paac.train.make_run_dir`)."""
+    if not os.path.isdir(checkpoints_dir):
+        return False
+    return bool(_ocp().utils.checkpoint_steps(checkpoints_dir))
+
+
 def latest_step(checkpoints_dir: str) -> int | None:
     steps = _steps_in(checkpoints_dir)
     return steps[-1] if steps else None
@@ -213,13 +228,15 @@ def check_resume_config(saved: Config, given: Config, where: str) -> None:
             )
 
 
-def _on_local_device(template):
-    """Abstract arrays placed on this process's first device.
+def _placed(template, sharding: jax.sharding.Sharding | None = None):
+    """Abstract arrays placed with ``sharding`` (default: on this process's first device).
 
     Without a sharding orbax falls back to the one saved with the checkpoint (e.g.
-    ``cuda:0``), and a checkpoint trained on a GPU would not load on a CPU or vice versa.
+    ``cuda:0``, or a mesh of other devices), and a checkpoint trained on a GPU would not
+    load on a CPU, nor one saved on two devices on one.
     """
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    if sharding is None:
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), template
     )
@@ -239,9 +256,13 @@ def _saved_learner(where: str):
         raise _unreadable(where, e) from None
 
 
-def restore(directory: str, step: int, template) -> Restored:
+def restore(
+    directory: str, step: int, template, sharding: jax.sharding.Sharding | None = None
+) -> Restored:
     """Restores the learner state into ``template`` (``paac.learner.state_template``),
-    on this process's device whatever device the checkpoint was saved from."""
+    every array placed with ``sharding`` (default: on this process's first device; a
+    replicated ``NamedSharding`` for a mesh), whatever devices the checkpoint was saved
+    from."""
     ocp = _ocp()
     where = os.path.join(directory, str(step))
     saved = _saved_learner(where)
@@ -254,8 +275,9 @@ def restore(directory: str, step: int, template) -> Restored:
         learner_template = _LearnerStateV1(
             template.params, template.opt_state, template.update_count
         )
-    target = _on_local_device(
-        {"learner": learner_template, "act_key": jax.ShapeDtypeStruct((2,), np.uint32)}
+    target = _placed(
+        {"learner": learner_template, "act_key": jax.ShapeDtypeStruct((2,), np.uint32)},
+        sharding,
     )
     try:
         with _quiet():

@@ -42,13 +42,58 @@ def _resume_default(default: Config, args: Sequence[str] | None) -> Config:
     except CheckpointError as e:
         raise ConfigError(f"--resume={known.resume!r}: {e}") from None
     saved = config_from_meta(meta, f"{directory}/{step}")
-    return dataclasses.replace(saved, resume=known.resume)
+    # Where the run runs is not inherited: a run saved on two hosts resumes on one.
+    placement = {f: getattr(default, f) for f in PLACEMENT_FIELDS}
+    return dataclasses.replace(saved, resume=known.resume, **placement)
+
+
+PLACEMENT_FIELDS = ("devices", "coordinator_address", "num_processes", "process_id")
+
+
+def join_processes(default: Config, args: Sequence[str] | None = None) -> bool:
+    """Joins a multi-process run (``jax.distributed.initialize``) when the command line or
+    the environment (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``,
+    ``JAX_PROCESS_ID``) asks for one; returns whether it did.
+
+    Runs before the full parse: reading a ``--resume`` checkpoint starts JAX's backends,
+    after which a process can no longer join.
+    """
+    import argparse
+
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    for field in ("coordinator_address", "num_processes", "process_id"):
+        pre.add_argument("--" + field.replace("_", "-"), dest=field)
+    try:
+        known, _ = pre.parse_known_args(args)
+    except argparse.ArgumentError as e:
+        raise ConfigError(f"{e}") from None
+    values = {}
+    for field in ("coordinator_address", "num_processes", "process_id"):
+        raw = getattr(known, field)
+        if raw is None or raw == "None":
+            values[field] = getattr(default, field)
+        elif field == "coordinator_address":
+            values[field] = raw
+        else:
+            try:
+                values[field] = int(raw)
+            except ValueError:
+                flag = "--" + field.replace("_", "-")
+                raise ConfigError(f"{flag}={raw!r} is invalid: must be an integer") from None
+    from paac.distributed import initialize
+
+    return initialize(**values)
 
 
 def main(default: Config, args: Sequence[str] | None = None, description: str = "") -> int:
     from paac.xla_cpu import enable_ynn
 
     enable_ynn()  # before JAX starts its backends (reading a --resume checkpoint starts them)
+    try:
+        join_processes(default, args)  # likewise
+    except ConfigError as e:
+        print(f"paac: error: {e}", file=sys.stderr)
+        return 2
     config = parse_config(default, args, description)
     from paac.train import train
 

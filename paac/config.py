@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -113,6 +114,14 @@ class Config:
     """a3c with uniform or fixed staleness: the largest lag (in updates) of a worker's copy."""
     policy_lag: int = 2
     """ga3c: actions are sampled with the parameters of this many updates ago."""
+    devices: int | None = None
+    """Devices the n_e environments are split over; None = all local devices (x processes)."""
+    coordinator_address: str | None = None
+    """Multi-host: HOST:PORT of process 0's coordinator (or $JAX_COORDINATOR_ADDRESS)."""
+    num_processes: int | None = None
+    """Multi-host: how many processes (hosts) run together (or $JAX_NUM_PROCESSES)."""
+    process_id: int | None = None
+    """Multi-host: this process's index in [0, num_processes) (or $JAX_PROCESS_ID)."""
 
     def __post_init__(self) -> None:
         for field in ("final_epsilons", "final_epsilon_probs"):  # JSON gives lists
@@ -216,7 +225,23 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "staleness": (lambda x: x in STALENESS, f"must be one of {', '.join(STALENESS)}"),
     "max_staleness": (_int_at_least(0), "must be an integer >= 0"),
     "policy_lag": (_int_at_least(0), "must be an integer >= 0"),
+    "devices": (_optional(_int_at_least(1)), "must be an integer >= 1, or None for all"),
+    "coordinator_address": (
+        _optional(lambda x: isinstance(x, str) and is_host_port(x)),
+        "must be HOST:PORT (e.g. 10.0.0.1:1234, a port in [1, 65535]), or None",
+    ),
+    "num_processes": (_optional(_int_at_least(1)), "must be an integer >= 1, or None"),
+    "process_id": (_optional(_int_at_least(0)), "must be an integer >= 0, or None"),
 }
+
+
+_ADDRESS = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+def is_host_port(x: str) -> bool:
+    """``host:port`` (``[v6]:port`` for IPv6) with a port in [1, 65535]."""
+    m = _ADDRESS.match(x)
+    return m is not None and 1 <= int(m.group(2)) <= 65535
 
 
 def _fail(field: str, value: Any, allowed: str) -> ConfigError:
@@ -242,6 +267,7 @@ def _validate(c: Config) -> None:
         raise _fail(
             "workers", c.workers, f"must divide --n-envs={c.n_envs} (each worker gets as many)"
         )
+    _validate_placement(c)
     if not isinstance(c.total_steps, int) or not c.batch_size <= c.total_steps < 2**31:
         raise _fail(
             "total_steps",
@@ -256,3 +282,39 @@ def _validate(c: Config) -> None:
         close = [e for e in known if e.lower().startswith(c.env.lower().split("-")[0][:4])][:5]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise _fail("env", c.env, f"not an EnvPool task id{hint}; see envpool.list_all_envs()")
+
+
+def _validate_placement(c: Config) -> None:
+    """What can be told without JAX about splitting the environments over devices/hosts."""
+    if c.devices is not None and c.n_envs % c.devices:
+        raise _fail(
+            "devices",
+            c.devices,
+            f"must divide --n-envs={c.n_envs} (each device steps as many environments)",
+        )
+    if c.num_processes is not None:
+        if c.process_id is not None and c.process_id >= c.num_processes:
+            raise _fail(
+                "process_id", c.process_id, f"must be below --num-processes={c.num_processes}"
+            )
+        if c.n_envs % c.num_processes:
+            raise _fail(
+                "num_processes",
+                c.num_processes,
+                f"must divide --n-envs={c.n_envs} (each process steps as many environments)",
+            )
+        if c.devices is not None and c.devices % c.num_processes:
+            raise _fail(
+                "devices",
+                c.devices,
+                f"must be a multiple of --num-processes={c.num_processes} "
+                "(each process drives as many devices)",
+            )
+    several = (c.devices or 1) > 1 or (c.num_processes or 1) > 1
+    if several and c.mode != "sync":
+        raise _fail(
+            "mode",
+            c.mode,
+            "the async modes run on one device in one process; use --mode sync with "
+            "--devices/--num-processes, or --devices 1",
+        )

@@ -87,11 +87,15 @@ def make_env(
         ) from None
 
 
-def make_training_env(config: Config, seed: int | None = None, **kwargs: Any):
-    """The training environments of ``config`` (seeded with ``seed``, default config.seed)."""
+def make_training_env(
+    config: Config, seed: int | None = None, num_envs: int | None = None, **kwargs: Any
+):
+    """The training environments of ``config`` (seeded with ``seed``, default config.seed;
+    ``num_envs`` of them, default config.n_envs). EnvPool seeds environment ``i`` of the
+    pool with ``seed + i`` (wrapping in int32)."""
     return make_env(
         config.env,
-        config.n_envs,
+        config.n_envs if num_envs is None else num_envs,
         config.seed if seed is None else seed,
         training=True,
         episodic_life=config.episodic_life,
@@ -156,11 +160,21 @@ class EpisodeStats:
         self.episodes = 0
         self._recent: list[float] = []
 
-    def step(self, reward, terminated, truncated, info, valid) -> None:
+    @staticmethod
+    def outcome(reward, terminated, truncated, info) -> tuple[np.ndarray, np.ndarray]:
+        """``(raw_reward, game_over)`` ``[N]`` of one step: the raw score (EnvPool's
+        ``info["reward"]``) and the real end of the game, or a time-limit truncation."""
         raw = np.asarray(info["reward"] if "reward" in info else reward, np.float64)
         game_over = np.asarray(info["terminated"] if "terminated" in info else terminated, bool)
-        game_over = game_over | np.asarray(truncated, bool)
-        self.returns += raw
+        return raw, game_over | np.asarray(truncated, bool)
+
+    def step(self, reward, terminated, truncated, info, valid) -> None:
+        self.record(*self.outcome(reward, terminated, truncated, info), valid)
+
+    def record(self, raw, game_over, valid) -> None:
+        """One step of every environment: raw rewards, game ends and masks, each ``[N]``."""
+        game_over = np.asarray(game_over, bool)
+        self.returns += np.asarray(raw, np.float64)
         self.lengths += np.asarray(valid, np.int64)
         for i in np.flatnonzero(game_over):
             score = float(self.returns[i])

@@ -62,6 +62,12 @@ class ConvTorso(nn.Module):
     @nn.compact
     def __call__(self, obs: jnp.ndarray) -> jnp.ndarray:
         x = _frames_to_nhwc(obs)
+        # A time-major [T, N] batch is merged environment-major (N, T): when the
+        # environments are split over devices (paac.distributed) each device's samples
+        # then stay a contiguous block, and the partitioned update needs no all-gather.
+        env_major = x.ndim == 5
+        if env_major:
+            x = jnp.swapaxes(x, 0, 1)
         batch_shape = x.shape[:-3]
         x = x.reshape((-1,) + x.shape[-3:])
         for i, (features, kernel, stride) in enumerate(self.convs):
@@ -81,7 +87,8 @@ class ConvTorso(nn.Module):
         x = x.reshape(x.shape[0], -1)
         k_init, b_init = layer_init(self.init_scheme, x.shape[-1], np.sqrt(2.0))
         x = nn.relu(nn.Dense(self.hidden, kernel_init=k_init, bias_init=b_init)(x))
-        return x.reshape(batch_shape + (self.hidden,))
+        x = x.reshape(batch_shape + (self.hidden,))
+        return jnp.swapaxes(x, 0, 1) if env_major else x
 
 
 class MLPTorso(nn.Module):

@@ -26,12 +26,14 @@ from paac.checkpoints import (
     CheckpointError,
     check_resume_config,
     config_from_meta,
+    holds_checkpoint,
     latest_step,
     read_meta,
     restore,
     run_dir_of,
 )
 from paac.config import Config, ConfigError
+from paac.distributed import DataParallel, initialize
 from paac.envs import EpisodeStats, check_arch, env_spec, make_training_env
 from paac.learner import (
     Batch,
@@ -67,9 +69,16 @@ def segment_env_seed(seed: int, update: int) -> int:
     return int(np.random.SeedSequence([seed, update]).generate_state(1)[0] % 2**31)
 
 
-def _segment_env(config: Config, update: int):
-    """The training environments of the segment that starts at ``update``."""
-    return make_training_env(config, seed=segment_env_seed(config.seed, update))
+def _segment_env(config: Config, update: int, dp: DataParallel):
+    """This process's training environments of the segment that starts at ``update``.
+
+    Process ``p`` runs environments ``[offset, offset + n_local)`` of the run; EnvPool seeds
+    environment ``i`` of a pool with ``seed + i`` (wrapping in int32), so its pool starts at
+    ``seed + offset`` and the processes' pools together are the one pool of ``n_e``.
+    """
+    seed = segment_env_seed(config.seed, update) + dp.env_offset
+    seed = (seed + 2**31) % 2**32 - 2**31
+    return make_training_env(config, seed=seed, num_envs=dp.n_local)
 
 
 class StopSignals:
@@ -112,7 +121,7 @@ def make_run_dir(config: Config) -> str:
     suffix = 1
     while _holds_run(run_dir):
         if config.run_name is not None:
-            if latest_step(os.path.join(run_dir, CHECKPOINT_SUBDIR)) is not None:
+            if holds_checkpoint(os.path.join(run_dir, CHECKPOINT_SUBDIR)):
                 how = f"continue it with --resume {run_dir}"
             else:
                 how = "it saved no checkpoint to resume: delete it"
@@ -271,7 +280,7 @@ class _Resume(NamedTuple):
     run_dir: str
 
 
-def _prepare_resume(config: Config) -> _Resume | None:
+def _prepare_resume(config: Config, dp: DataParallel) -> _Resume | None:
     if config.resume is None:
         return None
     try:
@@ -289,7 +298,7 @@ def _prepare_resume(config: Config) -> _Resume | None:
         )
     check_resume_config(config_from_meta(meta, where), config, config.resume)
     run_dir = run_dir_of(directory)
-    _check_writable(run_dir, "resume", config.resume)
+    dp.agree(lambda: _check_writable(run_dir, "resume", config.resume) or "")
     return _Resume(directory, step, meta, run_dir)
 
 
@@ -300,60 +309,128 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
     SIGINT/SIGTERM stops the run (after the current update). With ``config.resume`` the
     run continues from a checkpoint: counters, schedule, RNG and logs go on where they
     were; the environments restart from fresh episodes (see :func:`segment_env_seed`).
+
+    The environments are split over ``config.devices`` devices and, under
+    ``jax.distributed`` (``--coordinator-address`` ...), over several processes
+    (:mod:`paac.distributed`): every process calls ``train`` with the same config, and
+    process 0 alone writes the logs, the config and the run lock.
     """
-    resume = _prepare_resume(config)
+    initialize(config.coordinator_address, config.num_processes, config.process_id)
+    dp = DataParallel(config.n_envs, config.devices)
+    _check_processes(config, dp)
+    resume = _prepare_resume(config, dp)
     start_update = int(resume.meta["update"]) if resume else 0
-    env = _segment_env(config, start_update)
+    env = _segment_env(config, start_update, dp)
+    lock = None
+
+    def claim() -> str:  # process 0 only; the others are told the directory
+        nonlocal lock
+        run_dir = resume.run_dir if resume else make_run_dir(config)
+        lock = RunLock(run_dir).__enter__()
+        return run_dir
+
     try:
         spec = env_spec(env, config.env)
         check_arch(config, spec)
-        run_dir = resume.run_dir if resume else make_run_dir(config)
-    except BaseException:
-        env.close()
-        raise
-    lock = RunLock(run_dir)
-    try:
-        lock.__enter__()
+        run_dir = dp.agree(claim)
     except BaseException:
         env.close()
         raise
     try:
-        return _train(config, resume, start_update, env, spec, run_dir, progress)  # closes env
-    finally:
-        lock.__exit__()
+        return _train(config, resume, start_update, env, spec, run_dir, progress, dp)
+    finally:  # _train closed env
+        if lock is not None:
+            lock.__exit__()
 
 
-def _train(config, resume, start_update, env, spec, run_dir, progress) -> TrainResult:
+def _check_processes(config: Config, dp: DataParallel) -> None:
+    """``--num-processes`` and ``--process-id``, when given, must be what JAX's runtime says."""
+    for field, value, actual in (
+        ("num_processes", config.num_processes, dp.process_count),
+        ("process_id", config.process_id, dp.process_index),
+    ):
+        if value is not None and value != actual:
+            flag = "--" + field.replace("_", "-")
+            raise ConfigError(
+                f"{flag}={value!r} is invalid: JAX's distributed runtime says {actual} "
+                "(jax.distributed was initialised with other settings)"
+            )
+
+
+class _LocalSteps:
+    """Stands in for :class:`EpisodeStats` in :func:`collect_rollout` on one of several
+    processes: keeps this process's per-step outcomes, ``[t_max, n_local]`` each, for
+    :func:`_share_steps` to gather into the run's statistics."""
+
+    def __init__(self, t_max: int, n_local: int):
+        self.raw = np.zeros((t_max, n_local), np.float32)  # EnvPool's float32 rewards
+        self.game_over = np.zeros((t_max, n_local), np.float32)
+        self.valid = np.zeros((t_max, n_local), np.float32)
+        self.t = 0
+
+    def step(self, reward, terminated, truncated, info, valid) -> None:
+        raw, game_over = EpisodeStats.outcome(reward, terminated, truncated, info)
+        self.raw[self.t], self.game_over[self.t], self.valid[self.t] = raw, game_over, valid
+        self.t += 1
+
+
+def _share_steps(dp: DataParallel, local: _LocalSteps, stats: EpisodeStats, signum) -> int | None:
+    """Every process's rollout outcomes into ``stats`` (the same on all processes, as one
+    process stepping all ``n_e`` environments would have them), and the stop signal any
+    process received (the largest number), so that all processes stop together."""
+    t_max, n_local = local.raw.shape
+    mine = np.concatenate(
+        [local.raw.ravel(), local.game_over.ravel(), local.valid.ravel(), [signum or 0]]
+    ).astype(np.float32)
+    every = dp.allgather(mine)  # [P, 3 * t_max * n_local + 1]
+    parts = every[:, :-1].reshape(dp.process_count, 3, t_max, n_local)
+    raw, game_over, valid = np.concatenate(list(parts), axis=-1)  # each [t_max, n_e]
+    for t in range(t_max):
+        stats.record(raw[t], game_over[t] > 0, valid[t] > 0)
+    local.t = 0
+    agreed = int(every[:, -1].max())
+    return agreed or None
+
+
+def _train(config, resume, start_update, env, spec, run_dir, progress, dp) -> TrainResult:
+    main = dp.is_main
     try:
         network = network_for(config, spec)
         algorithm = make_algorithm(config, network, spec)
         if resume:
-            restored = restore(resume.directory, resume.step, state_template(config, network, spec))
+            template = state_template(config, network, spec)
+            restored = restore(resume.directory, resume.step, template, dp.replicated)
             state, act_key = restored.state, restored.act_key
         else:
             init_key, act_key = jax.random.split(jax.random.PRNGKey(config.seed))
-            state = init_state(config, network, spec, init_key)
+            state = dp.replicate(init_state(config, network, spec, init_key))
+            act_key = dp.replicate(act_key)
     except BaseException:
         env.close()
         raise
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        f.write(config.to_json())
-    act = jax.jit(algorithm.act)
-    update = jax.jit(algorithm.update)
+    if main:
+        with open(os.path.join(run_dir, "config.json"), "w") as f:
+            f.write(config.to_json())
+    act = dp.jit_act(algorithm.act)
+    update = dp.jit_update(algorithm.update)
 
     steps = start_update * config.batch_size
-    stats = EpisodeStats(config.n_envs)
+    stats = EpisodeStats(config.n_envs)  # of all n_e environments, on every process
+    local_steps = _LocalSteps(config.t_max, dp.n_local) if dp.multiprocess else stats
     walltime_before = 0.0
     if resume:
         stats.load(resume.meta.get("episode_stats", {}))
         walltime_before = float(resume.meta.get("walltime", 0.0))
-        truncate_metrics(run_dir, steps)
-    # TensorBoard drops events at steps >= purge_step: those logged after the checkpoint.
-    writer = MetricsWriter(run_dir, purge_step=steps + 1 if resume else None)
-    _warn_short_segments(config, env)
+        if main:
+            truncate_metrics(run_dir, steps)
+    writer = None
+    if main:
+        # TensorBoard drops events at steps >= purge_step: those logged after the checkpoint.
+        writer = MetricsWriter(run_dir, purge_step=steps + 1 if resume else None)
+        _warn_short_segments(config, env)
     checkpointer = Checkpointer(run_dir, config.keep)
     bar = None
-    if progress:
+    if progress and main:
         from tqdm import tqdm
 
         bar = tqdm(
@@ -367,29 +444,31 @@ def _train(config, resume, start_update, env, spec, run_dir, progress) -> TrainR
         )
 
     obs, _ = env.reset()
-    carry = RolloutCarry(act_key, obs, np.zeros(config.n_envs, bool))
+    carry = RolloutCarry(act_key, obs, np.zeros(dp.n_local, bool))
     pending: list[dict] = []
     t_start = time.perf_counter() - walltime_before
     last_log_time, last_log_step = time.perf_counter(), steps
     last_save_step = steps
     interrupted = False
+    signum: int | None = None  # the stop signal, agreed by all processes
 
     def log_row() -> None:
         nonlocal last_log_time, last_log_step, pending
         now = time.perf_counter()
         scores, lengths = stats.drain()
-        row = {
-            "step": steps,
-            "update": steps // config.batch_size,
-            "walltime": now - t_start,
-            "sps": (steps - last_log_step) / max(now - last_log_time, 1e-9),
-            "score": float(np.mean(scores)) if scores else None,
-            "score_last20": stats.recent_mean,
-            "episodes": stats.episodes,
-            "episode_length": float(np.mean(lengths)) if lengths else None,
-            **_mean_metrics(pending),
-        }
-        writer.write(row)
+        if writer is not None:
+            row = {
+                "step": steps,
+                "update": steps // config.batch_size,
+                "walltime": now - t_start,
+                "sps": (steps - last_log_step) / max(now - last_log_time, 1e-9),
+                "score": float(np.mean(scores)) if scores else None,
+                "score_last20": stats.recent_mean,
+                "episodes": stats.episodes,
+                "episode_length": float(np.mean(lengths)) if lengths else None,
+                **_mean_metrics(pending),
+            }
+            writer.write(row)
         pending = []
         last_log_time, last_log_step = now, steps
         if bar is not None and stats.recent_mean is not None:
@@ -403,26 +482,31 @@ def _train(config, resume, start_update, env, spec, run_dir, progress) -> TrainR
             "episode_stats": stats.summary(),
             "walltime": time.perf_counter() - t_start,
         }
-        checkpointer.save(steps, state, carry.key, meta)
+        checkpointer.save(steps, state, carry.key, meta)  # on every process: orbax syncs
         last_save_step = steps
 
     with StopSignals() as stop:
         try:
             for u in range(start_update, config.num_updates):
                 batch, carry = collect_rollout(
-                    env, act, state, carry, stats, config.t_max, algorithm.lookahead
+                    env, act, state, carry, local_steps, config.t_max, algorithm.lookahead
                 )
                 state, metrics = update(state, batch)
-                pending.append(metrics)
+                if main:
+                    pending.append(metrics)
                 steps += config.batch_size
                 if bar is not None:
                     bar.update(config.batch_size)
+                if dp.multiprocess:
+                    signum = _share_steps(dp, local_steps, stats, stop.signum)
+                else:
+                    signum = stop.signum
                 reached = (
                     config.target_score is not None
                     and stats.recent_full
                     and stats.recent_mean >= config.target_score
                 )
-                last = reached or stop.signum is not None or u + 1 == config.num_updates
+                last = reached or signum is not None or u + 1 == config.num_updates
                 if steps - last_log_step >= config.log_interval or last:
                     log_row()
                 if last:
@@ -435,9 +519,9 @@ def _train(config, resume, start_update, env, spec, run_dir, progress) -> TrainR
                     if config.exact_resume:
                         # A new segment: fresh episodes, as a run resumed from here sees.
                         env.close()
-                        env = _segment_env(config, u + 1)
+                        env = _segment_env(config, u + 1, dp)
                         obs, _ = env.reset()
-                        carry = RolloutCarry(carry.key, obs, np.zeros(config.n_envs, bool))
+                        carry = RolloutCarry(carry.key, obs, np.zeros(dp.n_local, bool))
                         stats.abandon_running()
         except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep the last checkpoint
             interrupted = True
@@ -449,18 +533,22 @@ def _train(config, resume, start_update, env, spec, run_dir, progress) -> TrainR
             stop.shield()
             if bar is not None:
                 bar.close()
-            writer.close()
+            if writer is not None:
+                writer.close()
             checkpointer.close()
             env.close()
 
-    interrupted = interrupted or stop.signum is not None
+    if signum is None:
+        signum = stop.signum
+    interrupted = interrupted or signum is not None
     what = "interrupted" if interrupted else "finished"
     score = stats.recent_mean
     score_txt = f", last-20 mean score {score:.2f}" if score is not None else ""
-    print(
-        f"paac: {what} at step {steps:,}{score_txt}; outputs in {run_dir}",
-        file=sys.stderr,
-        flush=True,
-    )
-    signum = stop.signum if stop.signum is not None else (signal.SIGINT if interrupted else None)
+    if main:
+        print(
+            f"paac: {what} at step {steps:,}{score_txt}; outputs in {run_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+    signum = signum if signum is not None else (signal.SIGINT if interrupted else None)
     return TrainResult(state, run_dir, steps, stats.episodes, score, interrupted, signum)

@@ -1,0 +1,341 @@
+"""Several devices and processes compute the update of one device (issue #7).
+
+The device count of a JAX process is fixed when it starts, so the two-device runs happen
+in a subprocess with ``--xla_force_host_platform_device_count=2`` (this test process has
+one CPU device), and the two-process run is two processes of ``experiments/control.py``
+under ``jax.distributed`` on localhost. Each is compared with the same run computed here,
+independently, on one device in one process.
+"""
+
+import csv
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from paac.cli import parse_config
+from paac.config import Config, ConfigError
+from paac.distributed import DataParallel, distributed_settings
+from paac.envs import EnvSpec
+from paac.learner import Batch, init_state, make_algorithm, network_for, state_template
+from paac.train import train
+from tests.conftest import ROOT
+
+CARTPOLE = dict(
+    env="CartPole-v1", arch="mlp", n_envs=8, t_max=5, total_steps=4000, lr=0.01,
+    entropy_coef=0.01, checkpoint_interval=2000, log_interval=400,
+)  # fmt: skip
+SARSA = dict(
+    CARTPOLE, algo="sarsa", total_steps=2000, target_interval=400, epsilon_anneal_steps=1000
+)
+TOL = dict(rtol=1e-5, atol=1e-6)
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PAAC_XLA_CPU_YNN="0", **extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    env.pop("JAX_COORDINATOR_ADDRESS", None)
+    return env
+
+
+def _leaves(tree) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def _assert_close(a: list, b: list) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x, y, **TOL)
+
+
+def _rows(run_dir: str) -> list[dict]:
+    with open(os.path.join(run_dir, "metrics.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _assert_same_rows(ours: list[dict], theirs: list[dict]) -> None:
+    """The same logged numbers: counters and scores exactly, losses to float rounding."""
+    assert [r["step"] for r in ours] == [r["step"] for r in theirs]
+    for a, b in zip(ours, theirs, strict=True):
+        for col in ("update", "score", "score_last20", "episodes", "episode_length", "lr"):
+            assert a[col] == b[col], (a["step"], col)
+        for col in ("policy_loss", "value_loss", "entropy", "grad_norm"):
+            assert float(a[col]) == pytest.approx(float(b[col]), rel=1e-4), (a["step"], col)
+
+
+def _atari_updates(devices: int | None, updates: int = 2) -> list[np.ndarray]:
+    """Learner state after ``updates`` nips-CNN a2c updates on synthetic Atari batches
+    (8 environments x 5 steps, random frames, terminations, truncations, reset steps)."""
+    t, n = 5, 8
+    spec = EnvSpec((4, 84, 84), np.dtype("uint8"), 6, True)
+    cfg = Config(env="Pong-v5", arch="nips", n_envs=n, t_max=t, total_steps=1000, devices=devices)
+    network = network_for(cfg, spec)
+    algorithm = make_algorithm(cfg, network, spec)
+    dp = DataParallel(n, devices)
+    state = dp.replicate(init_state(cfg, network, spec, jax.random.PRNGKey(3)))
+    update = dp.jit_update(algorithm.update)
+    rng = np.random.default_rng(7)
+    for _ in range(updates):
+        done = rng.random((t, n)) < 0.15
+        batch = Batch(
+            obs=rng.integers(0, 256, (t, n, 4, 84, 84), dtype=np.uint8),
+            action=rng.integers(0, 6, (t, n)).astype(np.int32),
+            reward=rng.choice([-1.0, 0.0, 1.0], (t, n)).astype(np.float32),
+            terminated=done & (rng.random((t, n)) < 0.7),
+            truncated=done & (rng.random((t, n)) >= 0.7),
+            mask=np.concatenate([np.ones((1, n)), 1.0 - done[:-1]]).astype(np.float32),
+            bootstrap_obs=rng.integers(0, 256, (n, 4, 84, 84), dtype=np.uint8),
+        )
+        state, _ = update(state, batch)
+    return _leaves(state)
+
+
+def two_device_results(out: str) -> None:
+    """Run in the two-device subprocess: the runs to compare, and the errors, into ``out``."""
+    assert jax.device_count() == 2
+    results: dict = {}
+    for name, cfg in (("a2c", CARTPOLE), ("sarsa", SARSA)):
+        run = train(Config(**cfg, devices=2, out_dir=out, run_name=name), progress=False)
+        results[name] = dict(run_dir=run.run_dir, episodes=run.episodes)
+        results[name]["devices"] = len(jax.tree.leaves(run.state)[0].sharding.device_set)
+        np.savez(os.path.join(out, f"{name}.npz"), *_leaves(run.state))
+    np.savez(os.path.join(out, "atari.npz"), *_atari_updates(2))
+    errors = {}
+    for key, make in (
+        ("indivisible", lambda: DataParallel(3)),  # all (2) devices by default
+        ("too_many", lambda: DataParallel(8, 4)),
+    ):
+        try:
+            make()
+        except ConfigError as e:
+            errors[key] = str(e)
+    results["errors"] = errors
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f)
+
+
+@pytest.fixture(scope="module")
+def two_devices(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("two-devices"))
+    code = f"from tests.test_distributed import two_device_results; two_device_results({out!r})"
+    env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(out, "results.json")) as f:
+        return out, json.load(f)
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+    """The a2c CartPole run on this process's one device."""
+    out = tmp_path_factory.mktemp("one-device")
+    assert jax.device_count() == 1
+    return train(Config(**CARTPOLE, out_dir=str(out), run_name="a2c"), progress=False)
+
+
+def test_two_devices_train_as_one(two_devices, one_device, tmp_path):
+    """a2c and Sarsa on CartPole, 8 environments split over 2 devices, equal the runs on one
+    device: parameters, optimiser state, target network and the logged numbers."""
+    out, results = two_devices
+    assert results["a2c"]["devices"] == results["sarsa"]["devices"] == 2
+    theirs = np.load(os.path.join(out, "a2c.npz"))
+    _assert_close([theirs[k] for k in theirs.files], _leaves(one_device.state))
+    assert results["a2c"]["episodes"] == one_device.episodes > 0
+    _assert_same_rows(_rows(results["a2c"]["run_dir"]), _rows(one_device.run_dir))
+    sarsa = train(Config(**SARSA, out_dir=str(tmp_path), run_name="sarsa"), progress=False)
+    assert set(sarsa.state.extra) == {"target_params", "final_epsilon"}
+    theirs = np.load(os.path.join(out, "sarsa.npz"))
+    _assert_close([theirs[k] for k in theirs.files], _leaves(sarsa.state))
+    assert results["sarsa"]["episodes"] == sarsa.episodes > 0
+
+
+def test_two_devices_atari_cnn_update(two_devices):
+    """The nips-CNN update on Atari-shaped batches split over two devices equals one device's."""
+    out, _ = two_devices
+    theirs = np.load(os.path.join(out, "atari.npz"))
+    ours = _atari_updates(None)
+    _assert_close([theirs[k] for k in theirs.files], ours)
+    # Not vacuous: the updates moved the parameters away from their initial values.
+    spec = EnvSpec((4, 84, 84), np.dtype("uint8"), 6, True)
+    cfg = Config(env="Pong-v5", arch="nips", n_envs=8, t_max=5, total_steps=1000)
+    network = network_for(cfg, spec)
+    assert jax.tree.structure(state_template(cfg, network, spec)).num_leaves == len(ours)
+    first = _leaves(init_state(cfg, network, spec, jax.random.PRNGKey(3)))
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(first, ours, strict=True)) > 1e-3
+
+
+def test_checkpoint_of_two_devices_resumes_on_one(two_devices, one_device, tmp_path):
+    out, results = two_devices
+    run = tmp_path / "resumed"
+    shutil.copytree(results["a2c"]["run_dir"], run)
+    shutil.rmtree(run / "checkpoints" / "4000")
+    with open(run / "config.json") as f:
+        assert json.load(f)["devices"] == 2
+    # On the command line the saved run's config is the default, but not where it ran.
+    assert parse_config(Config(), ["--resume", str(run)]).devices is None
+    resumed = train(Config(**CARTPOLE, resume=str(run)), progress=False)  # devices: all (1)
+    assert resumed.steps == 4000
+    _assert_close(_leaves(resumed.state), _leaves(one_device.state))
+    _assert_same_rows(_rows(str(run)), _rows(one_device.run_dir))
+
+
+def test_device_errors_are_clear(two_devices):
+    _, results = two_devices
+    errors = results["errors"]
+    assert errors["indivisible"].startswith("--n-envs=3 is invalid: must be divisible by the 2")
+    assert "--devices" in errors["indivisible"]
+    assert errors["too_many"].startswith("--devices=4 is invalid: only 2 cpu devices")
+    with pytest.raises(ConfigError, match=r"--devices=2 is invalid: only 1 cpu devices"):
+        train(Config(**CARTPOLE, devices=2), progress=False)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(devices=3), "--devices=3 is invalid: must divide --n-envs=8"),
+        (dict(devices=0), "--devices=0 is invalid: must be an integer >= 1"),
+        (dict(num_processes=3), "--num-processes=3 is invalid: must divide --n-envs=8"),
+        (dict(num_processes=2, process_id=2), "--process-id=2 is invalid: must be below"),
+        (dict(devices=2, num_processes=4, n_envs=16), "--devices=2 is invalid: must be a multiple"),
+        (dict(coordinator_address="localhost"), "--coordinator-address='localhost' is invalid"),
+        (dict(coordinator_address="h:99999"), "must be HOST:PORT"),
+        (dict(devices=2, mode="a3c"), "--mode='a3c' is invalid: the async modes run on one"),
+    ],
+)
+def test_impossible_placements_are_refused(fields, message):
+    with pytest.raises(ConfigError) as err:
+        Config(**{**CARTPOLE, **fields})
+    assert message in str(err.value)
+
+
+def test_bad_coordinator_address_is_one_line():
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", "control.py"),
+         "--coordinator-address", "nohost", "--num-processes", "2", "--process-id", "0"],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert lines[0].startswith("paac: error: --coordinator-address='nohost' is invalid")
+
+
+def test_multi_process_settings(monkeypatch):
+    for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(var, raising=False)
+    assert distributed_settings() is None
+    assert distributed_settings(num_processes=1) is None
+    with pytest.raises(ConfigError, match="--num-processes=2 is invalid without"):
+        distributed_settings(num_processes=2, process_id=0)
+    with pytest.raises(ConfigError, match="needs --process-id"):
+        distributed_settings("10.0.0.1:1234", num_processes=2)
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    monkeypatch.setenv("JAX_PROCESS_ID", "1")
+    assert distributed_settings() == ("10.0.0.1:1234", 2, 1)
+    assert distributed_settings(process_id=0) == ("10.0.0.1:1234", 2, 0)  # flags win
+    monkeypatch.setenv("JAX_PROCESS_ID", "one")
+    with pytest.raises(ConfigError, match=r"\$JAX_PROCESS_ID='one' is invalid"):
+        distributed_settings()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(out_dir, run_name: str, *args: str) -> list[subprocess.Popen]:
+    """``experiments/control.py`` as processes 0 and 1 of a run on localhost."""
+    port = _free_port()
+    common = [
+        sys.executable, os.path.join(ROOT, "experiments", "control.py"),
+        "--out-dir", str(out_dir), "--run-name", run_name, *args,
+        "--coordinator-address", f"127.0.0.1:{port}", "--num-processes", "2",
+    ]  # fmt: skip
+    return [
+        subprocess.Popen(
+            [*common, "--process-id", str(i)],
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+
+
+def _finish(procs: list[subprocess.Popen], timeout: float = 240) -> list[str]:
+    errs = []
+    try:
+        for p in procs:
+            errs.append(p.communicate(timeout=timeout)[1])
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    return errs
+
+
+def test_two_processes_train_as_one(one_device, tmp_path):
+    """Two processes x one CPU device under jax.distributed, 4 environments each, equal one
+    process with 8: checkpoints (written together), parameters and logs; process 0 alone
+    writes the logs and the config."""
+    procs = _launch(
+        tmp_path, "mp", "--n-envs", "8", "--total-steps", "4000",
+        "--checkpoint-interval", "2000", "--log-interval", "400",
+    )  # fmt: skip
+    errs = _finish(procs)
+    assert [p.returncode for p in procs] == [0, 0], errs
+    run_dir = str(tmp_path / "CartPole-v1" / "mp")
+    assert "paac: finished at step 4,000" in errs[0] and "paac: finished" not in errs[1]
+    with open(os.path.join(run_dir, "config.json")) as f:
+        saved = json.load(f)
+    assert (saved["num_processes"], saved["process_id"]) == (2, 0)
+    assert {k: saved[k] for k in CARTPOLE} == CARTPOLE
+    assert len(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))) == 1
+    assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == ["2000", "4000"]
+    _assert_same_rows(_rows(run_dir), _rows(one_device.run_dir))
+    from paac.checkpoints import locate, restore
+    from paac.envs import env_spec, make_env
+
+    directory, step = locate(run_dir)
+    spec = env_spec(make_env("CartPole-v1", 1, 0))
+    cfg = Config(**CARTPOLE)
+    restored = restore(directory, step, state_template(cfg, network_for(cfg, spec), spec))
+    _assert_close(_leaves(restored.state), _leaves(one_device.state))
+    assert not os.path.exists(os.path.join(run_dir, ".lock"))
+
+
+def test_a_signal_to_one_process_stops_both(tmp_path):
+    """SIGTERM to process 1 alone: both stop after the same update, save that checkpoint
+    together, and exit 143."""
+    procs = _launch(
+        tmp_path, "sig", "--n-envs", "8", "--total-steps", "100000000",
+        "--checkpoint-interval", "0", "--log-interval", "400",
+    )  # fmt: skip
+    run_dir = tmp_path / "CartPole-v1" / "sig"
+    try:
+        deadline = time.time() + 120
+        while not ((run_dir / "metrics.csv").exists() and len(_rows(str(run_dir))) >= 2):
+            assert time.time() < deadline and procs[0].poll() is None, "training never logged"
+            time.sleep(0.2)
+        procs[1].send_signal(signal.SIGTERM)
+    finally:
+        errs = _finish(procs, timeout=120)
+    assert [p.returncode for p in procs] == [128 + signal.SIGTERM] * 2, errs
+    step = int(_rows(str(run_dir))[-1]["step"])
+    assert os.listdir(run_dir / "checkpoints") == [str(step)]
+    assert f"interrupted at step {step:,}" in errs[0]
