@@ -316,7 +316,9 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
     process 0 alone writes the logs, the config and the run lock.
     """
     initialize(config.coordinator_address, config.num_processes, config.process_id)
-    dp = DataParallel(config.n_envs, config.devices)
+    # The async emulations run on one device; sync PAAC defaults to all of them.
+    devices = 1 if config.mode != "sync" and config.devices is None else config.devices
+    dp = DataParallel(config.n_envs, devices)
     _check_processes(config, dp)
     resume = _prepare_resume(config, dp)
     start_update = int(resume.meta["update"]) if resume else 0

@@ -109,6 +109,12 @@ def two_device_results(out: str) -> None:
         results[name]["devices"] = len(jax.tree.leaves(run.state)[0].sharding.device_set)
         np.savez(os.path.join(out, f"{name}.npz"), *_leaves(run.state))
     np.savez(os.path.join(out, "atari.npz"), *_atari_updates(2))
+    # An async emulation with --devices left at its default runs on one device.
+    a3c = dict(CARTPOLE, total_steps=400, mode="a3c", workers=2)
+    run = train(Config(**a3c, out_dir=out, run_name="a3c"), progress=False)
+    results["a3c"] = dict(
+        steps=run.steps, devices=len(jax.tree.leaves(run.state)[0].sharding.device_set)
+    )
     errors = {}
     for key, make in (
         ("indivisible", lambda: DataParallel(3)),  # all (2) devices by default
@@ -189,6 +195,11 @@ def test_checkpoint_of_two_devices_resumes_on_one(two_devices, one_device, tmp_p
     assert resumed.steps == 4000
     _assert_close(_leaves(resumed.state), _leaves(one_device.state))
     _assert_same_rows(_rows(str(run)), _rows(one_device.run_dir))
+
+
+def test_async_mode_defaults_to_one_device(two_devices):
+    _, results = two_devices
+    assert results["a3c"] == {"steps": 400, "devices": 1}
 
 
 def test_device_errors_are_clear(two_devices):
