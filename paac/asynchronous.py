@@ -52,6 +52,7 @@ from paac.learner import (
     make_greedy_act,
     make_lr_schedule,
     make_optimizer,
+    make_update,
 )
 from paac.losses import A2CLossTerms
 
@@ -192,7 +193,8 @@ def make_a3c(config: Config, network, spec: EnvSpec) -> Algorithm:
         version = state.update_count * w  # optimiser steps so far
         # Every gradient of the round is taken at its worker's copy, fixed before the round.
         stale = state.extra["workers"]
-        grads, (terms, values, returns) = jax.vmap(grad_fn)(stale, split_batch(batch, w))
+        worker_batch = split_batch(batch, w)
+        grads, (terms, values, returns) = jax.vmap(grad_fn)(stale, worker_batch)
 
         def apply(carry, grad):
             params, opt_state = carry
@@ -209,8 +211,9 @@ def make_a3c(config: Config, network, spec: EnvSpec) -> Algorithm:
         staleness = version + jnp.arange(w, dtype=jnp.int32) - copy_versions
         terms = A2CLossTerms(*(jnp.mean(t) for t in terms))
         grad_norm = jnp.mean(jax.vmap(optax.tree.norm)(grads))
-        mask = split_batch(batch, w).mask
-        metrics = a2c_metrics(terms, grad_norm, schedule(version), values, returns, mask)
+        metrics = a2c_metrics(
+            terms, grad_norm, schedule(version), values, returns, worker_batch.mask
+        )
         metrics["staleness"] = jnp.mean(staleness.astype(jnp.float32))
         # The next round's copies, gathered once here rather than at every step of acting;
         # round-robin copies are the versions this round just made, in worker order.
@@ -227,8 +230,6 @@ def make_a3c(config: Config, network, spec: EnvSpec) -> Algorithm:
 
 def make_ga3c(config: Config, network, spec: EnvSpec) -> Algorithm:
     """GA3C's policy lag: act with the parameters of ``policy_lag`` updates ago."""
-    from paac.learner import make_update
-
     lag = config.policy_lag
     optimizer = make_optimizer(config)
     sync_update = make_update(config, network)

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -181,7 +182,8 @@ def plot_comparison(results: Sequence[RunSummary], labels: dict, out_path: str, 
         have = ~np.all(np.isnan(ys), axis=0)
         if not have.any():
             continue
-        with np.errstate(invalid="ignore"), _quiet_nan_warnings():
+        with warnings.catch_warnings():  # "mean of empty slice" where no seed has a score
+            warnings.simplefilter("ignore", category=RuntimeWarning)
             mean = np.nanmean(ys[:, have], axis=0)
             lo, hi = np.nanmin(ys[:, have], axis=0), np.nanmax(ys[:, have], axis=0)
         color = f"C{i % 10}"
@@ -197,20 +199,6 @@ def plot_comparison(results: Sequence[RunSummary], labels: dict, out_path: str, 
     ax.set_title(title)
     fig.savefig(out_path)
     return out_path
-
-
-class _quiet_nan_warnings:
-    """Silences numpy's 'mean of empty slice' for grid points no seed has reached."""
-
-    def __enter__(self):
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore", category=RuntimeWarning)
-
-    def __exit__(self, *exc):
-        self._ctx.__exit__(*exc)
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:

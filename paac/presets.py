@@ -30,5 +30,6 @@ def defaults_for(env_id: str) -> Config:
 
     from paac.envs import is_atari, known_env_ids
 
-    base = ATARI if env_id in known_env_ids() and is_atari(env_id) else CONTROL
-    return dataclasses.replace(base, env=env_id) if env_id in known_env_ids() else base
+    if env_id not in known_env_ids():
+        return CONTROL  # parsing the command line then names the bad --env
+    return dataclasses.replace(ATARI if is_atari(env_id) else CONTROL, env=env_id)
