@@ -300,17 +300,34 @@ def _finish(procs: list[subprocess.Popen], timeout: float = 240) -> list[str]:
     return errs
 
 
-def test_two_processes_train_as_one(one_device, tmp_path):
-    """Two processes x one CPU device under jax.distributed, 4 environments each, equal one
-    process with 8: checkpoints (written together), parameters and logs; process 0 alone
-    writes the logs and the config."""
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """The CartPole run of ``one_device`` as two processes x one CPU device under
+    jax.distributed, 4 environments each: its run directory and the processes' stderr."""
+    out = tmp_path_factory.mktemp("two-processes")
     procs = _launch(
-        tmp_path, "mp", "--n-envs", "8", "--total-steps", "4000",
+        out, "mp", "--n-envs", "8", "--total-steps", "4000",
         "--checkpoint-interval", "2000", "--log-interval", "400",
     )  # fmt: skip
     errs = _finish(procs)
     assert [p.returncode for p in procs] == [0, 0], errs
-    run_dir = str(tmp_path / "CartPole-v1" / "mp")
+    return str(out / "CartPole-v1" / "mp"), errs
+
+
+def _final_state(run_dir: str):
+    from paac.checkpoints import locate, restore
+    from paac.envs import env_spec, make_env
+
+    directory, step = locate(run_dir)
+    spec = env_spec(make_env("CartPole-v1", 1, 0))
+    cfg = Config(**CARTPOLE)
+    return restore(directory, step, state_template(cfg, network_for(cfg, spec), spec)).state
+
+
+def test_two_processes_train_as_one(two_processes, one_device):
+    """Two processes with 4 environments each equal one process with 8: checkpoints
+    (written together), parameters and logs; process 0 alone writes the logs and the config."""
+    run_dir, errs = two_processes
     assert "paac: finished at step 4,000" in errs[0] and "paac: finished" not in errs[1]
     with open(os.path.join(run_dir, "config.json")) as f:
         saved = json.load(f)
@@ -319,15 +336,26 @@ def test_two_processes_train_as_one(one_device, tmp_path):
     assert len(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))) == 1
     assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == ["2000", "4000"]
     _assert_same_rows(_rows(run_dir), _rows(one_device.run_dir))
-    from paac.checkpoints import locate, restore
-    from paac.envs import env_spec, make_env
-
-    directory, step = locate(run_dir)
-    spec = env_spec(make_env("CartPole-v1", 1, 0))
-    cfg = Config(**CARTPOLE)
-    restored = restore(directory, step, state_template(cfg, network_for(cfg, spec), spec))
-    _assert_close(_leaves(restored.state), _leaves(one_device.state))
+    _assert_close(_leaves(_final_state(run_dir)), _leaves(one_device.state))
     assert not os.path.exists(os.path.join(run_dir, ".lock"))
+
+
+def test_two_processes_resume_as_one(two_processes, one_device, tmp_path):
+    """A two-process run that lost everything after its step-2000 checkpoint, resumed by
+    both processes with ``--resume RUN_DIR`` alone (the saved config is the default), ends
+    where the uninterrupted one-process run ends: parameters, optimiser state and logs."""
+    run_dir = str(tmp_path / "CartPole-v1" / "mp")
+    shutil.copytree(two_processes[0], run_dir)
+    shutil.rmtree(os.path.join(run_dir, "checkpoints", "4000"))  # the crash came before it
+    kept = os.stat(os.path.join(run_dir, "checkpoints", "2000")).st_mtime_ns
+    procs = _launch(tmp_path, "mp", "--resume", run_dir)
+    errs = _finish(procs)
+    assert [p.returncode for p in procs] == [0, 0], errs
+    assert "paac: finished at step 4,000" in errs[0]
+    assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == ["2000", "4000"]
+    assert os.stat(os.path.join(run_dir, "checkpoints", "2000")).st_mtime_ns == kept
+    _assert_same_rows(_rows(run_dir), _rows(one_device.run_dir))
+    _assert_close(_leaves(_final_state(run_dir)), _leaves(one_device.state))
 
 
 def test_a_signal_to_one_process_stops_both(tmp_path):
