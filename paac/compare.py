@@ -16,7 +16,6 @@ so an interrupted comparison can be run again to complete it.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -28,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from paac.config import MODES, Config, ConfigError
+from paac.plot import PlotError, read_metrics
 
 CURVE_POINTS = 200
 
@@ -71,23 +71,18 @@ def read_run(run_dir: str, mode: str, seed: int) -> RunSummary:
     """The summary of a finished run from its ``metrics.csv``."""
     path = os.path.join(run_dir, "metrics.csv")
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as e:
-        raise ConfigError(f"cannot read {path!r}: {e.strerror}") from None
-    if not rows:
+        rows = read_metrics(path, ("score_last20",))
+    except PlotError as e:
+        raise ConfigError(str(e)) from None
+    if rows["step"].size == 0:
         raise ConfigError(f"{path!r} has no rows")
-    steps, scores = [], []
-    for row in rows:
-        if row.get("score_last20"):
-            steps.append(float(row["step"]))
-            scores.append(float(row["score_last20"]))
-    last = rows[-1]
-    final = float(last["score_last20"]) if last.get("score_last20") else None
-    walltime = float(last["walltime"])
-    total = int(float(last["step"]))
+    scores = rows["score_last20"]
+    known = ~np.isnan(scores)
+    final = None if np.isnan(scores[-1]) else float(scores[-1])
+    walltime = float(rows["walltime"][-1])
+    total = int(rows["step"][-1])
     sps = total / walltime if walltime > 0 else math.nan
-    return RunSummary(mode, seed, run_dir, total, final, sps, np.asarray(steps), np.asarray(scores))
+    return RunSummary(mode, seed, run_dir, total, final, sps, rows["step"][known], scores[known])
 
 
 def run_comparison(

@@ -76,7 +76,8 @@ def load_run(run_dir: str | os.PathLike, label: str | None = None) -> RunCurves:
     if not os.path.isfile(path):
         raise PlotError(f"{run_dir!r} has no metrics.csv (is it a run directory?)")
 
-    steps, walltime, scores = _read_metrics(path)
+    metrics = read_metrics(path)
+    steps, walltime, scores = metrics["step"], metrics["walltime"], metrics["score"]
     keep = ~np.isnan(scores)
     if not keep.any():
         if scores.size == 0:
@@ -93,8 +94,13 @@ def load_run(run_dir: str | os.PathLike, label: str | None = None) -> RunCurves:
     )
 
 
-def _read_metrics(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(steps, cumulative walltime, score with NaN where empty) of every logged row."""
+def read_metrics(path: str, columns: Sequence[str] = ("score",)) -> dict[str, np.ndarray]:
+    """``step``, cumulative ``walltime`` and ``columns`` of every logged row of a
+    ``metrics.csv``, as float64 arrays with NaN where a value is empty or not finite.
+
+    Resumed runs are stitched as the module says. Raises ``PlotError`` naming the path when
+    the file cannot be read, lacks a column or holds a value that is not a number.
+    """
     try:
         with open(path, newline="") as f:
             lines = list(csv.reader(f))
@@ -103,12 +109,13 @@ def _read_metrics(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not lines:
         raise PlotError(f"{path!r} is empty (no header)")
     header = lines[0]
-    missing = [c for c in ("step", "walltime", "score") if c not in header]
+    names = ["step", "walltime", *columns]
+    missing = [c for c in names if c not in header]
     if missing:
         raise PlotError(f"{path!r} has no {', '.join(repr(c) for c in missing)} column")
-    i_step, i_wall, i_score = (header.index(c) for c in ("step", "walltime", "score"))
+    index = [header.index(c) for c in names]
 
-    rows: list[tuple[float, float, float]] = []  # (step, raw walltime, score or NaN)
+    rows: list[list[float]] = []  # step, raw walltime, then the columns (NaN where empty)
     last = len(lines) - 1
     for n, fields in enumerate(lines[1:], start=1):
         if not fields or fields == header:  # blank line, or a header written again
@@ -120,32 +127,29 @@ def _read_metrics(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 f"{path!r} line {n + 1} has {len(fields)} fields, expected {len(header)}"
             )
         try:
-            step = float(fields[i_step])
-            wall = float(fields[i_wall])
-            score = float(fields[i_score]) if fields[i_score].strip() else math.nan
+            step, wall = float(fields[index[0]]), float(fields[index[1]])
+            values = [float(fields[i]) if fields[i].strip() else math.nan for i in index[2:]]
         except ValueError:
             raise PlotError(f"{path!r} line {n + 1} has a value that is not a number") from None
-        if not math.isfinite(score):
-            score = math.nan
-        rows.append((step, wall, score))
+        rows.append([step, wall] + [v if math.isfinite(v) else math.nan for v in values])
 
     # A process whose clock starts again from zero (walltime falls below half the previous
     # row's) continues from where the previous one stopped; a smaller dip (a resumed clock a
     # little behind the last row) is held level. Steps logged again by a later process
     # (same or earlier ``step``) replace the earlier rows.
-    kept: list[tuple[float, float, float]] = []
+    kept: list[list[float]] = []
     offset = 0.0
     prev_wall = cum = -math.inf
-    for step, wall, score in rows:
+    for step, wall, *values in rows:
         if wall < 0.5 * prev_wall:
             offset += prev_wall
         prev_wall = wall
         cum = max(cum, wall + offset)
         while kept and kept[-1][0] >= step:
             kept.pop()
-        kept.append((step, cum, score))
-    arr = np.asarray(kept, dtype=np.float64).reshape(-1, 3)
-    return arr[:, 0], arr[:, 1], arr[:, 2]
+        kept.append([step, cum, *values])
+    arr = np.asarray(kept, dtype=np.float64).reshape(-1, len(names))
+    return {name: arr[:, i] for i, name in enumerate(names)}
 
 
 def smooth(values, window: int) -> np.ndarray:
