@@ -54,9 +54,10 @@ class BenchConfig:
 _TIMED = ("obs", "action", "reward", "terminated", "truncated", "mask")
 
 
-def _timed(fn, seconds: float, steps_per_call: int) -> float:
+def _timed(fn, seconds: float, steps_per_call: int, warm_up: bool = True) -> float:
     """Calls ``fn`` repeatedly for about ``seconds``; returns steps per second."""
-    fn()  # warm-up
+    if warm_up:
+        fn()
     calls, t0 = 0, time.perf_counter()
     while True:
         fn()
@@ -128,17 +129,43 @@ def run_benchmark(bench: BenchConfig) -> dict:
     act_sps = _timed(act_only, share, n)
     update_sps = _timed(update_only, share, config.batch_size)
 
-    # 4. The whole loop: rollout and update, as in paac.train (logging aside).
+    # 4. The whole loop: rollout and update, as in paac.train (logging aside), with the
+    # time of each part: EnvPool's step, act (dispatch, compute, the actions' return) and
+    # the update (its inputs' transfer, compute). The rest is the loop's own Python.
+    parts = {"env": 0.0, "act": 0.0, "update": 0.0}
+
+    class TimedEnv:
+        def step(self, action):
+            t = time.perf_counter()
+            out = env.step(action)
+            parts["env"] += time.perf_counter() - t
+            return out
+
+    def timed_act(*args):
+        t = time.perf_counter()
+        actions, key = act(*args)
+        actions = np.asarray(actions)  # waits for the device, as the rollout does
+        parts["act"] += time.perf_counter() - t
+        return actions, key
+
     loop = {"state": state, "carry": carry}
 
     def train_step():
         b, loop["carry"] = collect_rollout(
-            env, act, loop["state"], loop["carry"], stats, config.t_max, algorithm.lookahead
-        )
+            TimedEnv(), timed_act, loop["state"], loop["carry"], stats, config.t_max,
+            algorithm.lookahead,
+        )  # fmt: skip
+        t = time.perf_counter()
         loop["state"], metrics = update(loop["state"], b)
         jax.block_until_ready(metrics)
+        parts["update"] += time.perf_counter() - t
 
-    train_sps = _timed(train_step, 4 * share, config.batch_size)
+    train_step()  # warm-up, not counted
+    parts.update(env=0.0, act=0.0, update=0.0)
+    t0 = time.perf_counter()
+    train_sps = _timed(train_step, 4 * share, config.batch_size, warm_up=False)
+    loop_time = time.perf_counter() - t0
+    loop_share = {k: v / loop_time for k, v in parts.items()}
     env.close()
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
@@ -158,6 +185,9 @@ def run_benchmark(bench: BenchConfig) -> dict:
         "update_sps": round(update_sps, 1),
         "train_sps": round(train_sps, 1),
         "train_vs_env": round(train_sps / env_sps, 3),
+        "loop_env_share": round(loop_share["env"], 3),
+        "loop_act_share": round(loop_share["act"], 3),
+        "loop_update_share": round(loop_share["update"], 3),
         "act_compile_s": round(act_compile, 3),
         "update_compile_s": round(update_compile, 3),
         "peak_rss_mib": round(peak_mib, 1),
@@ -174,6 +204,11 @@ def format_table(r: dict) -> str:
         ("update only (n_e x t_max batch)", f"{r['update_sps']:,.0f} steps/s"),
         ("whole training loop", f"{r['train_sps']:,.0f} steps/s"),
         ("training / raw EnvPool", f"{r['train_vs_env']:.1%}"),
+        (
+            "loop time: env step, act, update",
+            f"{r['loop_env_share']:.0%}, {r['loop_act_share']:.0%}, "
+            f"{r['loop_update_share']:.0%} (rest: Python)",
+        ),
         ("compile: act, update", f"{r['act_compile_s']:.2f} s, {r['update_compile_s']:.2f} s"),
         ("peak memory (RSS)", f"{r['peak_rss_mib']:,.0f} MiB"),
     ]

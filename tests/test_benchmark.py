@@ -14,6 +14,8 @@ def test_benchmark_smoke(script):
     for key in ("env_sps", "act_sps", "update_sps", "train_sps", "update_compile_s"):
         assert result[key] > 0, (key, result)
     assert 0 < result["train_vs_env"] < 10
+    shares = [result[f"loop_{k}_share"] for k in ("env", "act", "update")]
+    assert all(x > 0 for x in shares) and sum(shares) <= 1.0, shares
     assert result["peak_rss_mib"] > 0
     assert (result["env"], result["n_envs"], result["t_max"]) == ("CartPole-v1", 4, 5)
     assert any("whole training loop" in ln for ln in lines)
