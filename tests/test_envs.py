@@ -97,3 +97,31 @@ def test_episode_stats_window_keeps_the_last_games():
     assert stats.recent_full
     assert stats.recent_mean == pytest.approx(4.0)
     assert stats.episodes == 5
+
+
+def test_episode_stats_on_real_atari_lives():
+    """EnvPool's real keys, on SpaceInvaders (3 lives, aliens worth 5-30): with episodic
+    life every lost life is ``terminated`` (training episodes end) but only the last one is
+    ``info["terminated"]``; rewards are clipped for training while ``info["reward"]`` is the
+    raw score. EpisodeStats counts one whole game worth the raw score, against a sum kept
+    here from the raw rewards."""
+    env = make_training_env(Config(env="SpaceInvaders-v5", n_envs=1, seed=3))
+    env.reset()
+    stats = EpisodeStats(num_envs=1)
+    rng = np.random.default_rng(0)
+    life_losses, raw_total, clipped_total, done_before = 0, 0.0, 0.0, False
+    for _ in range(5000):
+        _, r, term, trunc, info = env.step(rng.integers(0, 6, size=1, dtype=np.int32))
+        stats.step(r, term, trunc, info, [not done_before])
+        raw_total += float(info["reward"][0])
+        clipped_total += float(r[0])
+        assert float(r[0]) == np.clip(float(info["reward"][0]), -1, 1)
+        done_before = bool(term[0] or trunc[0])
+        if bool(info["terminated"][0]) or bool(trunc[0]):
+            break
+        life_losses += bool(term[0])
+    env.close()
+    assert bool(info["terminated"][0]), "a random game must end within 5000 steps"
+    assert life_losses == 2  # three lives: two losses end training episodes, not the game
+    assert stats.episodes == 1 and stats.drain()[0] == [raw_total]
+    assert raw_total > clipped_total > 0
