@@ -106,28 +106,35 @@ def test_epsilon_anneals_linearly_from_one():
 
 
 SPEC = EnvSpec((4,), np.dtype("float32"), 2, False)
+ATARI_SPEC = EnvSpec((4, 84, 84), np.dtype("uint8"), 2, True)
 
 
-def _setup(algo, **kw):
-    config = Config(
-        env="CartPole-v1", arch="mlp", algo=algo, n_envs=4, t_max=5, total_steps=10**5, **kw
-    )
-    network = network_for(config, SPEC)
-    algorithm = make_algorithm(config, network, SPEC)
-    state = init_state(config, network, SPEC, jax.random.PRNGKey(0))
+def _setup(algo, arch="mlp", **kw):
+    spec = SPEC if arch == "mlp" else ATARI_SPEC
+    env = "CartPole-v1" if arch == "mlp" else "Pong-v5"
+    config = Config(env=env, arch=arch, algo=algo, n_envs=4, t_max=5, total_steps=10**5, **kw)
+    network = network_for(config, spec)
+    algorithm = make_algorithm(config, network, spec)
+    state = init_state(config, network, spec, jax.random.PRNGKey(0))
     return config, algorithm, state
 
 
-def _batch(seed, T=5, N=4):
+def _obs(rng, shape):
+    if len(shape) == 1:
+        return rng.normal(size=shape).astype(np.float32)
+    return rng.integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def _batch(seed, T=5, N=4, obs_shape=(4,)):
     rng = np.random.default_rng(seed)
     return Batch(
-        rng.normal(size=(T, N, 4)).astype(np.float32),
+        _obs(rng, (T, N, *obs_shape)),
         rng.integers(0, 2, (T, N)).astype(np.int32),
         rng.normal(size=(T, N)).astype(np.float32),
         np.zeros((T, N), bool),
         np.zeros((T, N), bool),
         np.ones((T, N), np.float32),
-        rng.normal(size=(N, 4)).astype(np.float32),
+        _obs(rng, (N, *obs_shape)),
         rng.integers(0, 2, N).astype(np.int32),
     )
 
@@ -171,16 +178,22 @@ def test_act_is_epsilon_greedy():
     assert abs(counts[0] / counts.sum() - 0.5) < 0.03
 
 
-@pytest.mark.parametrize("algo", ["nstep_q", "q", "sarsa"])
-def test_update_wiring_against_the_oracle(algo):
+@pytest.mark.parametrize(
+    "algo,arch",
+    [("nstep_q", "mlp"), ("q", "mlp"), ("sarsa", "mlp"), ("nstep_q", "nips"), ("sarsa", "nature")],
+)
+def test_update_wiring_against_the_oracle(algo, arch):
     """The update's loss equals 0.5 (y - Q(s, a))^2 averaged over real steps, with y from the
     NumPy oracle on the TARGET network's values of the next observations (target network
-    made different from the online one), next actions shifted by one, reset steps masked."""
-    config, algorithm, state = _setup(algo, gamma=GAMMA)
-    network = network_for(config, SPEC)
-    noisy = jax.tree.map(lambda p: p + 0.3, state.params)
+    made different from the online one), next actions shifted by one, reset steps masked.
+    The Q head on the CNN torsos too, on uint8 frames."""
+    config, algorithm, state = _setup(algo, arch, gamma=GAMMA)
+    spec = SPEC if arch == "mlp" else ATARI_SPEC
+    network = network_for(config, spec)
+    scale = 0.3 if arch == "mlp" else 0.01
+    noisy = jax.tree.map(lambda p: p + scale, state.params)
     state = state._replace(extra={**state.extra, "target_params": noisy})
-    b = _batch(7)
+    b = _batch(7, obs_shape=spec.obs_shape)
     term = np.zeros((5, 4), bool)
     trunc = np.zeros((5, 4), bool)
     term[1, 0], trunc[2, 1], term[4, 2] = True, True, True
@@ -195,8 +208,10 @@ def test_update_wiring_against_the_oracle(algo):
     q = np.asarray(network.apply(state.params, b.obs), np.float64)
     q_a = np.take_along_axis(q, b.action[..., None], -1)[..., 0]
     want = np.sum(mask * 0.5 * (y - q_a) ** 2) / mask.sum()
-    np.testing.assert_allclose(metrics["value_loss"], want, rtol=1e-5)
-    np.testing.assert_allclose(metrics["q_mean"], np.sum(mask * q_a) / mask.sum(), rtol=1e-5)
+    rtol = 1e-5 if arch == "mlp" else 1e-4
+    np.testing.assert_allclose(metrics["value_loss"], want, rtol=rtol)
+    np.testing.assert_allclose(metrics["q_mean"], np.sum(mask * q_a) / mask.sum(), rtol=rtol)
+    assert q.shape == (5, 4, spec.num_actions)
 
 
 def test_each_environment_gets_its_final_epsilon():
