@@ -143,14 +143,19 @@ def locate(path: str) -> tuple[str, int]:
     path = os.path.abspath(path)
     if not os.path.isdir(path):
         raise CheckpointError(f"{path!r} is not a directory (give a run or checkpoint directory)")
+    # A run directory first: one named like a step (``--run-name 42``) sits in an
+    # ``<out>/<env>`` directory that orbax would take for a directory of steps.
+    steps = _steps_in(os.path.join(path, CHECKPOINT_SUBDIR))
+    if steps:
+        return os.path.join(path, CHECKPOINT_SUBDIR), steps[-1]
     name = os.path.basename(path)
     parent = os.path.dirname(path)
-    if name.isdigit() and int(name) in _steps_in(parent):
+    is_run_dir = os.path.isdir(os.path.join(path, CHECKPOINT_SUBDIR))
+    if name.isdigit() and not is_run_dir and int(name) in _steps_in(parent):
         return parent, int(name)
-    for directory in (os.path.join(path, CHECKPOINT_SUBDIR), path):
-        steps = _steps_in(directory)
-        if steps:
-            return directory, steps[-1]
+    steps = [] if is_run_dir else _steps_in(path)
+    if steps:
+        return path, steps[-1]
     raise CheckpointError(
         f"{path!r} holds no checkpoint (looked in it and in {CHECKPOINT_SUBDIR}/)"
     )

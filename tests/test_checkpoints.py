@@ -389,3 +389,19 @@ def test_a_run_in_use_is_locked(straight, tmp_path):
         train(Config(**CARTPOLE, resume=str(run / "checkpoints" / "4000")), progress=False)
     assert train(cfg, progress=False).steps == 8000
     assert not (run / ".lock").exists()
+
+
+def test_a_run_named_like_a_step_is_a_run(straight, tmp_path):
+    """``--run-name 42``: its directory sits in ``<out>/<env>``, which orbax would take for a
+    directory of steps; it is still read as a run directory (its latest checkpoint)."""
+    runs = tmp_path / "CartPole-v1"
+    shutil.copytree(straight.run_dir, runs / "42")
+    shutil.copytree(straight.run_dir, runs / "4000")  # even one named like a saved step
+    for name in ("42", "4000"):
+        assert locate(str(runs / name)) == (str(runs / name / "checkpoints"), 8000)
+        assert read_meta(str(runs / name))[2] == 8000
+    os.makedirs(runs / "7" / "checkpoints")  # a run that saved nothing yet
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        locate(str(runs / "7"))
+    step = runs / "42" / "checkpoints" / "4000"
+    assert locate(str(step)) == (str(runs / "42" / "checkpoints"), 4000)
