@@ -154,7 +154,7 @@ class RunLock:
     def __enter__(self) -> RunLock:
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                self._create()
             except FileExistsError:
                 owner = self._owner()
                 if owner is not None and owner != os.getpid() and _alive(owner):
@@ -164,10 +164,26 @@ class RunLock:
                     ) from None
                 os.remove(self.path)  # stale
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
             return self
         raise ConfigError(f"cannot lock {os.path.dirname(self.path)!r}")
+
+    def _create(self) -> None:
+        """Creates the lock holding this pid in one step (a hard link of a written file),
+        so that no other process can read it empty and take it for stale; FileExistsError
+        if it exists. Where hard links are not supported, create-then-write."""
+        tmp = f"{self.path}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(str(os.getpid()))
+        try:
+            os.link(tmp, self.path)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links on this file system
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+        finally:
+            os.remove(tmp)
 
     def _owner(self) -> int | None:
         try:

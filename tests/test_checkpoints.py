@@ -405,3 +405,32 @@ def test_a_run_named_like_a_step_is_a_run(straight, tmp_path):
         locate(str(runs / "7"))
     step = runs / "42" / "checkpoints" / "4000"
     assert locate(str(step)) == (str(runs / "42" / "checkpoints"), 4000)
+
+
+def test_run_lock_appears_with_its_owner(tmp_path, monkeypatch):
+    """The lock file never exists without its pid (it is linked into place already
+    written), leaves no temporary file, and still works where hard links do not."""
+    from paac.train import RunLock
+
+    seen = []
+    real_link = os.link
+
+    def link(src, dst):  # what another process could read the instant the lock exists
+        seen.append(open(src).read())
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", link)
+    with RunLock(str(tmp_path)):
+        assert seen == [str(os.getpid())]
+        assert os.listdir(tmp_path) == [".lock"]
+        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+    assert os.listdir(tmp_path) == []
+
+    def no_links(src, dst):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    with RunLock(str(tmp_path)):
+        assert os.listdir(tmp_path) == [".lock"]
+        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+    assert os.listdir(tmp_path) == []
