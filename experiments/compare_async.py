@@ -15,7 +15,7 @@ import os
 import sys
 
 from paac.cli import parse_config
-from paac.compare import run_comparison, write_comparison
+from paac.compare import ComparisonInterrupted, run_comparison, write_comparison
 from paac.config import ConfigError
 from paac.presets import defaults_for
 
@@ -45,6 +45,15 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"paac: error: {e}", file=sys.stderr)
         return 2
+    except ComparisonInterrupted as e:
+        print(
+            f"paac: comparison stopped in {e.run_dir}; run the same command again to go on",
+            file=sys.stderr,
+        )
+        return 128 + int(e.signum)
+    except KeyboardInterrupt:  # before a run's training started
+        print("paac: comparison stopped; run the same command again to go on", file=sys.stderr)
+        return 130
     png, md, _ = write_comparison(results, config, out)
     with open(md) as f:
         print(f.read(), end="")

@@ -10,7 +10,7 @@ from paac.asynchronous import (
     ring_push,
 )
 from paac.checkpoints import Checkpointer, CheckpointError, read_meta
-from paac.compare import run_comparison, write_comparison
+from paac.compare import ComparisonInterrupted, run_comparison, write_comparison
 from paac.config import Config, ConfigError
 from paac.distributed import DataParallel, make_mesh
 from paac.envs import EnvSpec, EpisodeStats, env_spec, make_env, make_training_env
@@ -49,6 +49,7 @@ __all__ = [
     "ring_get",
     "ring_init",
     "ring_push",
+    "ComparisonInterrupted",
     "run_comparison",
     "write_comparison",
     "Algorithm",

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -85,6 +86,16 @@ def read_run(run_dir: str, mode: str, seed: int) -> RunSummary:
     return RunSummary(mode, seed, run_dir, total, final, sps, rows["step"][known], scores[known])
 
 
+class ComparisonInterrupted(Exception):
+    """A signal (Ctrl-C, SIGTERM) stopped one of the comparison's runs: it saved a
+    checkpoint, and running the comparison again resumes it."""
+
+    def __init__(self, run_dir: str, signum: int):
+        super().__init__(f"{run_dir} stopped by signal {signum}")
+        self.run_dir = run_dir
+        self.signum = signum
+
+
 def run_comparison(
     base: Config,
     out_dir: str,
@@ -92,7 +103,12 @@ def run_comparison(
     seeds: Sequence[int] = (0, 1, 2),
     progress: bool = False,
 ) -> list[RunSummary]:
-    """Trains ``base`` in each of ``modes`` with each of ``seeds`` under ``out_dir``."""
+    """Trains ``base`` in each of ``modes`` with each of ``seeds`` under ``out_dir``.
+
+    Runs already finished there are read back; an unfinished one (stopped by a signal) is
+    resumed from its checkpoint. A signal that stops a run stops the comparison:
+    :class:`ComparisonInterrupted`.
+    """
     from paac.train import train
 
     unknown = [m for m in modes if m not in MODES]
@@ -109,27 +125,37 @@ def run_comparison(
                 base, mode=mode, seed=seed, out_dir=runs_root, run_name=name, resume=None
             )
             run_dir = os.path.join(runs_root, config.env, name)
-            if _finished(run_dir, config):
+            status = _status(run_dir, config)
+            if status == "finished":
                 print(f"paac: {name}: already trained in {run_dir}", flush=True)
             else:
-                print(f"paac: {name}: training ({mode_label(config)})", flush=True)
-                train(config, progress=progress)
+                if status == "unfinished":
+                    config = dataclasses.replace(config, resume=run_dir)
+                    print(f"paac: {name}: resuming ({mode_label(config)})", flush=True)
+                else:
+                    print(f"paac: {name}: training ({mode_label(config)})", flush=True)
+                result = train(config, progress=progress)
+                if result.interrupted:
+                    raise ComparisonInterrupted(run_dir, result.signal or signal.SIGINT)
             results.append(read_run(run_dir, mode, seed))
     return results
 
 
-def _finished(run_dir: str, config: Config) -> bool:
-    """True when ``run_dir`` holds this configuration's run, trained to its end."""
+def _status(run_dir: str, config: Config) -> str:
+    """``new`` (nothing there), ``finished`` (this configuration's run, trained to its end)
+    or ``unfinished`` (this configuration's run, stopped with a checkpoint to resume)."""
+    from paac.checkpoints import CHECKPOINT_SUBDIR, holds_checkpoint
+
     try:
         with open(os.path.join(run_dir, "config.json")) as f:
             saved = json.load(f)
     except OSError:
-        return False
+        return "new"
     except ValueError:
         saved = None
     if saved is None or _comparable(Config(**saved)) != _comparable(config):
         raise ConfigError(
-            f"{run_dir!r} holds a run of another configuration: choose another --out-dir"
+            f"{run_dir!r} holds a run of another configuration: choose another --compare-dir"
         )
     summary = read_run(run_dir, config.mode, config.seed)
     reached = (
@@ -138,10 +164,12 @@ def _finished(run_dir: str, config: Config) -> bool:
         and (summary.final_score >= config.target_score)
     )
     if summary.steps >= config.num_updates * config.batch_size or reached:
-        return True
+        return "finished"
+    if holds_checkpoint(os.path.join(run_dir, CHECKPOINT_SUBDIR)):
+        return "unfinished"
     raise ConfigError(
-        f"{run_dir!r} holds an unfinished run (step {summary.steps}): continue it with "
-        f"--resume {run_dir}, or delete it"
+        f"{run_dir!r} holds an unfinished run (step {summary.steps}) that saved no "
+        "checkpoint: delete it and run the comparison again"
     )
 
 

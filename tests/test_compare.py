@@ -77,3 +77,57 @@ def test_compare_async_writes_plot_and_table(script, tmp_path):
 def test_compare_async_bad_input(script, tmp_path, args, message):
     out = script("compare_async.py", "--compare-dir", str(tmp_path), *args, timeout=120)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def _compare_script():
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    path = os.path.join(ROOT, "experiments", "compare_async.py")
+    spec = importlib.util.spec_from_file_location("compare_async_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ctrl_c_stops_the_comparison_and_a_rerun_resumes(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during the first run: that run checkpoints, the comparison stops (exit 130,
+    the next run never starts); the same command again resumes it and finishes them all."""
+    import importlib
+    import signal
+
+    from paac.checkpoints import locate
+
+    train_module = importlib.import_module("paac.train")
+    writer = train_module.MetricsWriter
+
+    class CtrlCAfterFirstRow(writer):
+        pressed = False
+
+        def write(self, row):
+            super().write(row)
+            if not CtrlCAfterFirstRow.pressed:  # once: a second Ctrl-C means "stop now"
+                CtrlCAfterFirstRow.pressed = True
+                signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(train_module, "MetricsWriter", CtrlCAfterFirstRow)
+    argv = [
+        "--env", "CartPole-v1", "--modes", "sync", "ga3c", "--seeds", "0", "--n-envs", "4",
+        "--total-steps", "4000", "--log-interval", "400", "--compare-dir", str(tmp_path),
+    ]  # fmt: skip
+    script = _compare_script()
+    assert script.main(argv) == 130
+    runs = tmp_path / "runs" / "CartPole-v1"
+    assert "comparison stopped in" in capsys.readouterr().err
+    assert os.listdir(runs) == ["sync-s0"]  # ga3c never started
+    _, stopped_at = locate(str(runs / "sync-s0"))
+    assert 0 < stopped_at < 4000
+
+    monkeypatch.setattr(train_module, "MetricsWriter", writer)
+    assert script.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "sync-s0: resuming" in out and "ga3c-s0: training" in out
+    data = json.loads((tmp_path / "comparison.json").read_text())
+    assert [(r["mode"], r["steps"]) for r in data["runs"]] == [("sync", 4000), ("ga3c", 4000)]
+    assert str(stopped_at) in os.listdir(runs / "sync-s0" / "checkpoints")  # resumed, not redone
