@@ -63,8 +63,9 @@ def distributed_settings(
     if address is None and (count is None or count == 1) and not pid:
         return None
     if address is None:
+        given = f"--num-processes={count!r}" if count not in (None, 1) else f"--process-id={pid!r}"
         raise ConfigError(
-            f"--num-processes={count!r} is invalid without --coordinator-address "
+            f"{given} is invalid without --coordinator-address "
             f"(or ${ENV_COORDINATOR}): the processes need a coordinator to meet at"
         )
     check_address(address)

@@ -249,6 +249,8 @@ def test_multi_process_settings(monkeypatch):
     assert distributed_settings(num_processes=1) is None
     with pytest.raises(ConfigError, match="--num-processes=2 is invalid without"):
         distributed_settings(num_processes=2, process_id=0)
+    with pytest.raises(ConfigError, match="--process-id=1 is invalid without"):
+        distributed_settings(process_id=1)
     with pytest.raises(ConfigError, match="needs --process-id"):
         distributed_settings("10.0.0.1:1234", num_processes=2)
     monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
