@@ -16,7 +16,7 @@ import pytest
 from paac import Config, ConfigError, train
 from paac.checkpoints import CheckpointError, locate, read_meta
 from paac.evaluate import evaluate
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_script, script_env
 
 CARTPOLE = dict(
     env="CartPole-v1", arch="mlp", n_envs=8, t_max=5, total_steps=8000, lr=0.01,
@@ -93,10 +93,7 @@ def test_half_written_checkpoint_is_ignored(straight, tmp_path):
 
 
 def _eval_cli(*args):
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "experiments", "evaluate.py"), *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )  # fmt: skip
+    return run_script("evaluate.py", *args)
 
 
 def _one_error_line(out):
@@ -142,7 +139,7 @@ def test_sigterm_checkpoints_and_resume_continues(tmp_path, script):
         [sys.executable, os.path.join(ROOT, "experiments", "control.py"),
          "--total-steps", "100000000", "--log-interval", "2000",
          "--checkpoint-interval", "0", "--out-dir", str(tmp_path), "--run-name", "term"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env(),
     )  # fmt: skip
     try:
         deadline = time.time() + 120
@@ -203,11 +200,15 @@ def test_evaluate_pong_checkpoint(tmp_path, script):
         "--out-dir", str(tmp_path), "--run-name", "p",
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    stats = evaluate(str(tmp_path / "Pong-v5" / "p"), episodes=1)
+    out = _eval_cli(str(tmp_path / "Pong-v5" / "p"), "--episodes", "1")
+    assert out.returncode == 0, out.stderr
+    with open(tmp_path / "Pong-v5" / "p" / "eval-20.json") as f:
+        stats = json.load(f)
     # A whole game of Pong without clipping: 21 points to one side, raw score in [-21, 21].
     assert -21 <= stats["mean"] <= 21 and stats["mean"] == stats["scores"][0]
     assert stats["steps"] > 500 and stats["env"] == "Pong-v5"
-    assert os.path.exists(tmp_path / "Pong-v5" / "p" / "eval-20.json")
+    assert "score  mean" in out.stdout and "1 game" in out.stdout
+    assert f"{stats['mean']:.2f}" in out.stdout
 
 
 def test_resume_only_from_the_latest_checkpoint(straight, tmp_path, script):

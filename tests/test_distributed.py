@@ -28,7 +28,7 @@ from paac.distributed import DataParallel, distributed_settings
 from paac.envs import EnvSpec
 from paac.learner import Batch, init_state, make_algorithm, network_for, state_template
 from paac.train import train
-from tests.conftest import ROOT
+from tests.conftest import ROOT, script_env
 
 CARTPOLE = dict(
     env="CartPole-v1", arch="mlp", n_envs=8, t_max=5, total_steps=4000, lr=0.01,
@@ -41,8 +41,7 @@ TOL = dict(rtol=1e-5, atol=1e-6)
 
 
 def _env(**extra) -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PAAC_XLA_CPU_YNN="0", **extra)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    env = script_env(dict(os.environ, PAAC_XLA_CPU_YNN="0", **extra))
     env.pop("JAX_COORDINATOR_ADDRESS", None)
     return env
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, script_env
 
 LOSS_COLUMNS = ("policy_loss", "value_loss", "entropy", "grad_norm", "lr", "sps", "walltime")
 
@@ -71,7 +71,7 @@ def test_ctrl_c_stops_cleanly(tmp_path):
          "--total-steps", "100000000", "--log-interval", "2000",
          "--out-dir", str(tmp_path), "--run-name", "intr"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        env=script_env(),
     )  # fmt: skip
     try:
         deadline = time.time() + 120

@@ -14,7 +14,7 @@ from absl.testing import parameterized
 
 from paac import layers
 from paac.xla_cpu import YNN_FLAG, enable_ynn
-from tests.conftest import ROOT
+from tests.conftest import ROOT, script_env
 
 # (batch, size, c_in, c_out, kernel, stride): the Atari layers, plus odd shapes.
 SHAPES = [
@@ -146,7 +146,9 @@ def test_fast_paths_give_the_plain_updates(tmp_path):
     ref = two_updates("xla")
     for arch, params in two_updates("matmul").items():
         np.testing.assert_allclose(params, ref[arch], rtol=1e-5, atol=1e-6)
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PAAC_XLA_CPU_YNN")}
+    env = script_env(
+        {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PAAC_XLA_CPU_YNN")}
+    )
     path = tmp_path / "ynn.npz"
     run = subprocess.run(
         [sys.executable, "-c", _YNN_SCRIPT, str(path)],
