@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,6 +63,10 @@ def test_control_learns_cartpole(script, tmp_path, seed):
     steps, score = int(last["step"]), float(last["score_last20"])
     print(f"seed {seed}: last-20 mean score {score} at step {steps}")
     assert score >= 450 and steps <= 500_000, last
+    # The console progress bar: steps of the total, elapsed<ETA, steps/s, last-20 score.
+    bars = [ln for ln in re.split(r"[\r\n]", out.stderr) if ln.startswith("CartPole-v1:")]
+    bar = bars[-1] if bars else out.stderr
+    assert re.search(r"CartPole-v1: .*/500k \[\d\d:\d\d<\d\d:\d\d, .*step/s, score=", bar), bar
 
 
 def test_ctrl_c_stops_cleanly(tmp_path):
