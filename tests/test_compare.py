@@ -112,6 +112,7 @@ def test_ctrl_c_stops_the_comparison_and_a_rerun_resumes(tmp_path, monkeypatch, 
                 signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(train_module, "MetricsWriter", CtrlCAfterFirstRow)
+    monkeypatch.setenv("PAAC_XLA_CPU_YNN", "0")  # main() must not change this process's XLA
     argv = [
         "--env", "CartPole-v1", "--modes", "sync", "ga3c", "--seeds", "0", "--n-envs", "4",
         "--total-steps", "4000", "--log-interval", "400", "--compare-dir", str(tmp_path),
