@@ -47,12 +47,10 @@ from paac.learner import (
     Batch,
     LearnerState,
     a2c_metrics,
+    make_a2c,
     make_a2c_grad,
-    make_act,
-    make_greedy_act,
     make_lr_schedule,
     make_optimizer,
-    make_update,
 )
 from paac.losses import A2CLossTerms
 
@@ -162,20 +160,20 @@ def make_a3c(config: Config, network, spec: EnvSpec) -> Algorithm:
     """A3C's delayed, unaveraged worker gradients (see the module docstring)."""
     w = config.num_workers
     size = a3c_ring_size(config)
+    sync = make_a2c(config, network, spec)  # its initial state and evaluation policy
     optimizer = make_optimizer(config)
     schedule = make_lr_schedule(config)
     grad_fn = make_a2c_grad(config, network)
-    dummy = jnp.zeros((1,) + spec.obs_shape, spec.obs_dtype)
 
     def init(key):
-        params = network.init(key, dummy)  # as sync's: the same seed, the same network
+        state = sync.init(key)  # the same seed, the same network and optimiser state
         extra = {
-            "ring": ring_init(params, size),
+            "ring": ring_init(state.params, size),
             "copies": jnp.zeros((w,), jnp.int32),
-            "workers": ring_gather(ring_init(params, 1), jnp.zeros((w,), jnp.int32)),
+            "workers": ring_init(state.params, w).params,  # every worker holds version 0
             "delay_key": jax.random.fold_in(key, 1),
         }
-        return LearnerState(params, optimizer.init(params), jnp.zeros((), jnp.int32), extra)
+        return state._replace(extra=extra)
 
     def act(state: LearnerState, obs, key):
         key, sample_key = jax.random.split(key)
@@ -184,9 +182,6 @@ def make_a3c(config: Config, network, spec: EnvSpec) -> Algorithm:
         logits, _ = jax.vmap(network.apply)(copies, worker_obs)
         logits = logits.reshape((obs.shape[0],) + logits.shape[2:])
         return jax.random.categorical(sample_key, logits).astype(jnp.int32), key
-
-    def policy(greedy: bool):
-        return make_greedy_act(network) if greedy else make_act(network)
 
     def update(state: LearnerState, batch: Batch):
         ring, copy_versions = state.extra["ring"], state.extra["copies"]
@@ -225,38 +220,33 @@ def make_a3c(config: Config, network, spec: EnvSpec) -> Algorithm:
         new_state = LearnerState(params, opt_state, state.update_count + 1, extra)
         return new_state, metrics
 
-    return Algorithm(init, act, update, policy)
+    return Algorithm(init, act, update, sync.policy)
 
 
 def make_ga3c(config: Config, network, spec: EnvSpec) -> Algorithm:
     """GA3C's policy lag: act with the parameters of ``policy_lag`` updates ago."""
     lag = config.policy_lag
-    optimizer = make_optimizer(config)
-    sync_update = make_update(config, network)
-    sample = make_act(network)
-    dummy = jnp.zeros((1,) + spec.obs_shape, spec.obs_dtype)
+    sync = make_a2c(config, network, spec)
 
     def init(key):
-        params = network.init(key, dummy)
-        extra = {"ring": ring_init(params, lag + 1), "acting": params}
-        return LearnerState(params, optimizer.init(params), jnp.zeros((), jnp.int32), extra)
+        state = sync.init(key)
+        return state._replace(
+            extra={"ring": ring_init(state.params, lag + 1), "acting": state.params}
+        )
 
     def acting_version(state: LearnerState):
         return jnp.maximum(state.update_count - lag, 0)
 
     def act(state: LearnerState, obs, key):
         # extra["acting"] is ring_get(ring, acting_version(state)), read once per update.
-        return sample(state.extra["acting"], obs, key)
-
-    def policy(greedy: bool):
-        return make_greedy_act(network) if greedy else make_act(network)
+        return sync.act(state._replace(params=state.extra["acting"]), obs, key)
 
     def update(state: LearnerState, batch: Batch):
         lagged = acting_version(state)
-        new_state, metrics = sync_update(state, batch)
+        new_state, metrics = sync.update(state, batch)
         ring = ring_push(state.extra["ring"], new_state.params, new_state.update_count)
         metrics["staleness"] = (state.update_count - lagged).astype(jnp.float32)
         acting = ring_get(ring, acting_version(new_state))
         return new_state._replace(extra={"ring": ring, "acting": acting}), metrics
 
-    return Algorithm(init, act, update, policy)
+    return Algorithm(init, act, update, sync.policy)
