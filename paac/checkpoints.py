@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from paac.config import Config, ConfigError
+from paac.config import Config, ConfigError, first_line, flag
 
 FORMAT_VERSION = 2  # 2: LearnerState.extra (value-based algorithms)
 READABLE_VERSIONS = (1, 2)  # 1: a2c only, before LearnerState.extra: restored with extra = {}
@@ -181,8 +181,9 @@ def run_dir_of(checkpoints_dir: str) -> str:
 
 
 def _unreadable(where: str, err: Exception) -> CheckpointError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return CheckpointError(f"checkpoint {where!r} is unreadable ({type(err).__name__}: {first})")
+    return CheckpointError(
+        f"checkpoint {where!r} is unreadable ({type(err).__name__}: {first_line(err)})"
+    )
 
 
 def read_meta(path: str) -> tuple[dict, str, int]:
@@ -226,10 +227,10 @@ def check_resume_config(saved: Config, given: Config, where: str) -> None:
             continue
         old, new = getattr(saved, field.name), getattr(given, field.name)
         if old != new:
-            flag = "--" + field.name.replace("_", "-")
+            opt = flag(field.name)
             raise CheckpointError(
-                f"--resume={where!r} conflicts with {flag}={new!r}: the checkpoint was "
-                f"trained with {flag}={old!r} (start a new run to change it)"
+                f"--resume={where!r} conflicts with {opt}={new!r}: the checkpoint was "
+                f"trained with {opt}={old!r} (start a new run to change it)"
             )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from paac.config import Config, ConfigError
+from paac.config import Config, ConfigError, flag
 
 
 def parse_config(
@@ -47,7 +47,8 @@ def _resume_default(default: Config, args: Sequence[str] | None) -> Config:
     return dataclasses.replace(saved, resume=known.resume, **placement)
 
 
-PLACEMENT_FIELDS = ("devices", "coordinator_address", "num_processes", "process_id")
+PROCESS_FIELDS = ("coordinator_address", "num_processes", "process_id")
+PLACEMENT_FIELDS = ("devices", *PROCESS_FIELDS)
 
 
 def join_processes(default: Config, args: Sequence[str] | None = None) -> bool:
@@ -61,14 +62,14 @@ def join_processes(default: Config, args: Sequence[str] | None = None) -> bool:
     import argparse
 
     pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
-    for field in ("coordinator_address", "num_processes", "process_id"):
-        pre.add_argument("--" + field.replace("_", "-"), dest=field)
+    for field in PROCESS_FIELDS:
+        pre.add_argument(flag(field), dest=field)
     try:
         known, _ = pre.parse_known_args(args)
     except argparse.ArgumentError as e:
         raise ConfigError(f"{e}") from None
     values = {}
-    for field in ("coordinator_address", "num_processes", "process_id"):
+    for field in PROCESS_FIELDS:
         raw = getattr(known, field)
         if raw is None or raw == "None":
             values[field] = getattr(default, field)
@@ -78,8 +79,7 @@ def join_processes(default: Config, args: Sequence[str] | None = None) -> bool:
             try:
                 values[field] = int(raw)
             except ValueError:
-                flag = "--" + field.replace("_", "-")
-                raise ConfigError(f"{flag}={raw!r} is invalid: must be an integer") from None
+                raise ConfigError(f"{flag(field)}={raw!r} is invalid: must be an integer") from None
     from paac.distributed import initialize
 
     return initialize(**values)

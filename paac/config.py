@@ -27,6 +27,17 @@ class ConfigError(Exception):
     """A configuration value is impossible; the message names field, value and what is allowed."""
 
 
+def flag(field: str) -> str:
+    """The command-line flag of a :class:`Config` field: ``n_envs`` -> ``--n-envs``."""
+    return "--" + field.replace("_", "-")
+
+
+def first_line(error: BaseException, default: str = "") -> str:
+    """The first line of an exception's message (for one-line errors), or ``default``."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else default
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """PAAC: synchronous parallel advantage actor-critic (Clemente et al. 2017).
@@ -246,8 +257,7 @@ def is_host_port(x: str) -> bool:
 
 
 def _fail(field: str, value: Any, allowed: str) -> ConfigError:
-    flag = "--" + field.replace("_", "-")
-    return ConfigError(f"{flag}={value!r} is invalid: {allowed}")
+    return ConfigError(f"{flag(field)}={value!r} is invalid: {allowed}")
 
 
 def _validate(c: Config) -> None:

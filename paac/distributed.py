@@ -26,7 +26,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from paac.config import ConfigError, is_host_port
+from paac.config import ConfigError, first_line, is_host_port
 
 AXIS = "envs"
 """Name of the mesh axis the environments are split over."""
@@ -122,10 +122,9 @@ def initialize(
     try:
         jax.distributed.initialize(address, count, pid, initialization_timeout=timeout_s)
     except Exception as e:  # grpc/XLA errors of many kinds; all mean the same to the user
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(
             f"--coordinator-address={address!r}: process {pid} of {count} could not join "
-            f"the run ({first[:300]})"
+            f"the run ({first_line(e, type(e).__name__)[:300]})"
         ) from None
     return True
 
@@ -136,10 +135,9 @@ def mesh_devices(devices: int | None = None) -> list:
     try:
         count, every = jax.process_count(), jax.devices()
     except RuntimeError as e:  # no backend could start
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ConfigError(
             f"--devices={devices!r}: the device mesh cannot be built, JAX has no devices "
-            f"({first[:300]})"
+            f"({first_line(e)[:300]})"
         ) from None
     by_process: dict[int, list] = {}
     for d in every:

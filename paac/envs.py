@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from paac.config import IMAGE_ARCHS, Config, ConfigError
+from paac.config import IMAGE_ARCHS, Config, ConfigError, first_line
 
 # gymnasium's note on the float64 bounds of EnvPool's classic-control spaces: noise.
 warnings.filterwarnings("ignore", message=".*precision lowered by casting", category=UserWarning)
@@ -80,10 +80,9 @@ def make_env(
     try:
         return envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, **options)
     except Exception as e:  # e.g. a task whose optional dependencies are missing
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ConfigError(
             f"--env={env_id!r} is invalid: EnvPool could not create it "
-            f"({type(e).__name__}: {first})"
+            f"({type(e).__name__}: {first_line(e)})"
         ) from None
 
 

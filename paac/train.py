@@ -32,7 +32,7 @@ from paac.checkpoints import (
     restore,
     run_dir_of,
 )
-from paac.config import Config, ConfigError
+from paac.config import Config, ConfigError, flag
 from paac.distributed import DataParallel, initialize
 from paac.envs import EpisodeStats, check_arch, env_spec, make_training_env
 from paac.learner import (
@@ -215,9 +215,8 @@ def _check_writable(run_dir: str, field: str, value: str) -> None:
             pass
         os.remove(probe)
     except OSError as e:
-        flag = "--" + field.replace("_", "-")
         raise ConfigError(
-            f"{flag}={value!r} is invalid: cannot write {run_dir!r} ({e.strerror})"
+            f"{flag(field)}={value!r} is invalid: cannot write {run_dir!r} ({e.strerror})"
         ) from None
 
 
@@ -368,9 +367,8 @@ def _check_processes(config: Config, dp: DataParallel) -> None:
         ("process_id", config.process_id, dp.process_index),
     ):
         if value is not None and value != actual:
-            flag = "--" + field.replace("_", "-")
             raise ConfigError(
-                f"{flag}={value!r} is invalid: JAX's distributed runtime says {actual} "
+                f"{flag(field)}={value!r} is invalid: JAX's distributed runtime says {actual} "
                 "(jax.distributed was initialised with other settings)"
             )
 
