@@ -10,6 +10,7 @@ environment step; the same code runs unchanged on a GPU.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import sys
@@ -142,69 +143,62 @@ def _holds_run(run_dir: str) -> bool:
 
 
 class RunLock:
-    """``<run_dir>/.lock`` holding the pid of the process training the run.
+    """An exclusive ``flock`` on ``<run_dir>/.lock``, which holds the pid of the process
+    training the run.
 
-    A second process (say, ``--resume`` on a run still going) is refused; a lock left by
-    a process that no longer exists is taken over.
+    A second process (say, ``--resume`` on a run still going) is refused. The kernel drops
+    the lock when its holder ends, however it ends, so a lock left by a killed process is
+    no lock: there is no stale file to judge and take over, and two processes starting at
+    once cannot both win.
     """
 
     def __init__(self, run_dir: str):
         self.path = os.path.join(run_dir, ".lock")
+        self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
-        for _ in range(2):
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                self._create()
-            except FileExistsError:
-                owner = self._owner()
-                if owner is not None and owner != os.getpid() and _alive(owner):
-                    raise ConfigError(
-                        f"{os.path.dirname(self.path)!r} is being trained by process {owner}; "
-                        "wait for it or stop it first"
-                    ) from None
-                os.remove(self.path)  # stale
-                continue
-            return self
-        raise ConfigError(f"cannot lock {os.path.dirname(self.path)!r}")
-
-    def _create(self) -> None:
-        """Creates the lock holding this pid in one step (a hard link of a written file),
-        so that no other process can read it empty and take it for stale; FileExistsError
-        if it exists. Where hard links are not supported, create-then-write."""
-        tmp = f"{self.path}.{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(str(os.getpid()))
-        try:
-            os.link(tmp, self.path)
-        except FileExistsError:
-            raise
-        except OSError:  # no hard links on this file system
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-        finally:
-            os.remove(tmp)
-
-    def _owner(self) -> int | None:
-        try:
-            with open(self.path) as f:
-                return int(f.read().strip() or 0) or None
-        except (OSError, ValueError):
-            return None
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = _read_pid(fd)
+                os.close(fd)
+                by = f"process {owner}" if owner else "another process"
+                raise ConfigError(
+                    f"{os.path.dirname(self.path)!r} is being trained by {by}; "
+                    "wait for it or stop it first"
+                ) from None
+            except OSError as e:  # a file system without locks: train unlocked
+                os.close(fd)
+                print(
+                    f"paac: warning: cannot lock {self.path!r} ({e.strerror}); training unlocked",
+                    file=sys.stderr,
+                )
+                return self
+            try:  # the file we locked is still the lock (its holder may have removed it)
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
 
     def __exit__(self, *exc) -> None:
-        if self._owner() == os.getpid():
-            os.remove(self.path)
+        if self._fd is not None:
+            os.remove(self.path)  # while still locked: a waiter then sees it is gone
+            os.close(self._fd)  # releases the lock
+            self._fd = None
 
 
-def _alive(pid: int) -> bool:
+def _read_pid(fd: int) -> int | None:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return int(os.pread(fd, 32, 0).decode().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
 
 
 def _check_writable(run_dir: str, field: str, value: str) -> None:

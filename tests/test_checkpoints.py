@@ -1,12 +1,14 @@
 """Checkpoints: exact resume, signals, bad checkpoints, and evaluation from a checkpoint."""
 
 import csv
+import errno
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -17,6 +19,14 @@ from paac import Config, ConfigError, train
 from paac.checkpoints import CheckpointError, locate, read_meta
 from paac.evaluate import evaluate
 from tests.conftest import ROOT, run_script, script_env
+
+# Another process training a run: it takes the run's lock as train does, then waits.
+HOLD_LOCK = """import sys, time
+from paac.train import RunLock
+RunLock(sys.argv[1]).__enter__()
+print("locked", flush=True)
+time.sleep(120)
+"""
 
 CARTPOLE = dict(
     env="CartPole-v1", arch="mlp", n_envs=8, t_max=5, total_steps=8000, lr=0.01,
@@ -376,15 +386,22 @@ def test_metrics_header_is_upgraded(tmp_path):
 def test_a_run_in_use_is_locked(straight, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(straight.run_dir, run)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen(  # another process trains this run: it holds the lock
+        [sys.executable, "-c", HOLD_LOCK, str(run)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=script_env(),
+    )
     try:
-        (run / ".lock").write_text(str(sleeper.pid))  # another process trains this run
-        with pytest.raises(ConfigError, match=f"being trained by process {sleeper.pid}"):
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(ConfigError, match=f"being trained by process {holder.pid}"):
             train(Config(**CARTPOLE, resume=str(run)), progress=False)
     finally:
-        sleeper.kill()
-        sleeper.wait()
-    # The owner is gone: its lock is stale, taken over, and released at the end.
+        holder.kill()
+        holder.wait()
+    # Its holder was killed: the file it left (with a dead pid) locks nothing; the resumed
+    # run trains and removes it at the end.
+    assert (run / ".lock").read_text() == str(holder.pid)
     cfg = Config(**{**CARTPOLE, "checkpoint_interval": 0}, resume=str(run))
     with pytest.raises(CheckpointError, match="abandon"):  # the run holds 8000; resume it
         train(Config(**CARTPOLE, resume=str(run / "checkpoints" / "4000")), progress=False)
@@ -408,30 +425,56 @@ def test_a_run_named_like_a_step_is_a_run(straight, tmp_path):
     assert locate(str(step)) == (str(runs / "42" / "checkpoints"), 4000)
 
 
-def test_run_lock_appears_with_its_owner(tmp_path, monkeypatch):
-    """The lock file never exists without its pid (it is linked into place already
-    written), leaves no temporary file, and still works where hard links do not."""
+def test_run_lock_admits_one_of_many_starters(tmp_path):
+    """Starters racing for a run, over a lock file left by a killed process: at no moment
+    do two hold the lock, and in each round one of them gets it. Threads contend as
+    processes do (each opens its own file description)."""
     from paac.train import RunLock
 
-    seen = []
-    real_link = os.link
+    lock_file = tmp_path / ".lock"
+    holding, most, won, errors = 0, 0, [], []
+    count = threading.Lock()
 
-    def link(src, dst):  # what another process could read the instant the lock exists
-        seen.append(open(src).read())
-        real_link(src, dst)
+    def start(barrier):
+        nonlocal holding, most
+        barrier.wait()
+        try:
+            with RunLock(str(tmp_path)):
+                with count:
+                    holding += 1
+                    most = max(most, holding)
+                won.append(lock_file.read_text())
+                time.sleep(0.02)
+                with count:
+                    holding -= 1
+        except ConfigError as e:
+            errors.append(str(e))
 
-    monkeypatch.setattr(os, "link", link)
+    for _ in range(20):
+        lock_file.write_text("999999999")  # left by a killed process
+        won.clear()
+        barrier = threading.Barrier(8)
+        threads = [threading.Thread(target=start, args=(barrier,)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert won and won[0] == str(os.getpid())
+        assert not lock_file.exists()
+    assert most == 1
+    assert all("being trained by" in e for e in errors)
+
+
+def test_run_lock_without_file_locks(tmp_path, monkeypatch, capsys):
+    """On a file system without locks the run trains unlocked, and says so."""
+    import fcntl
+
+    from paac.train import RunLock
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
     with RunLock(str(tmp_path)):
-        assert seen == [str(os.getpid())]
-        assert os.listdir(tmp_path) == [".lock"]
-        assert (tmp_path / ".lock").read_text() == str(os.getpid())
-    assert os.listdir(tmp_path) == []
-
-    def no_links(src, dst):
-        raise OSError(1, "Operation not permitted")
-
-    monkeypatch.setattr(os, "link", no_links)
-    with RunLock(str(tmp_path)):
-        assert os.listdir(tmp_path) == [".lock"]
-        assert (tmp_path / ".lock").read_text() == str(os.getpid())
-    assert os.listdir(tmp_path) == []
+        pass
+    assert "cannot lock" in capsys.readouterr().err
