@@ -204,7 +204,10 @@ def make_a3c(config: Config, network, spec: EnvSpec) -> Algorithm:
         ring = ring_push_many(ring, new_versions, version + 1 + jnp.arange(w, dtype=jnp.int32))
         copies, delay_key = next_copies(config, version, state.extra["delay_key"])
         staleness = version + jnp.arange(w, dtype=jnp.int32) - copy_versions
-        terms = A2CLossTerms(*(jnp.mean(t) for t in terms))
+        # Each worker's terms are means over its real steps: weighted by their counts, the
+        # means over all real steps of the round, as sync logs them.
+        real = worker_batch.mask.reshape(w, -1).sum(axis=1)
+        terms = A2CLossTerms(*(jnp.sum(t * real) / jnp.maximum(real.sum(), 1) for t in terms))
         grad_norm = jnp.mean(jax.vmap(optax.tree.norm)(grads))
         metrics = a2c_metrics(
             terms, grad_norm, schedule(version), values, returns, worker_batch.mask

@@ -198,6 +198,20 @@ def test_a3c_acts_with_each_workers_copy():
     np.testing.assert_array_equal(np.asarray(actions), np.asarray(want))
 
 
+def test_a3c_logs_loss_terms_as_sync_does():
+    """In the first round every worker holds sync's parameters, so the round's logged loss
+    terms are sync's: means over all real steps, although the two workers' halves of the
+    batch hold different numbers of reset steps (2 and 1)."""
+    batch = make_batch(0)
+    assert [batch.mask[:, :2].sum(), batch.mask[:, 2:].sum()] == [6, 7]
+    _, sync_state, sync_update, _ = _setup(Config(**BASE))
+    _, state, update, _ = _setup(Config(**BASE, mode="a3c", workers=2))
+    _, want = sync_update(sync_state, batch)
+    _, got = update(state, batch)
+    for k in ("policy_loss", "value_loss", "entropy", "explained_variance"):
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, err_msg=k)
+
+
 def test_uniform_staleness_draws_lags_in_range():
     config = Config(**BASE, mode="a3c", workers=4, staleness="uniform", max_staleness=3)
     key = jax.random.PRNGKey(0)
