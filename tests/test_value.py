@@ -2,6 +2,7 @@
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -9,6 +10,7 @@ from paac.config import Config
 from paac.envs import EnvSpec
 from paac.learner import Batch, init_state, make_algorithm, network_for
 from paac.value import draw_final_epsilons, epsilon, q_targets
+from tests.test_learner import _leaves, tf_rmsprop
 
 GAMMA = 0.9
 
@@ -185,9 +187,11 @@ def test_act_is_epsilon_greedy():
 def test_update_wiring_against_the_oracle(algo, arch):
     """The update's loss equals 0.5 (y - Q(s, a))^2 averaged over real steps, with y from the
     NumPy oracle on the TARGET network's values of the next observations (target network
-    made different from the online one), next actions shifted by one, reset steps masked.
-    The Q head on the CNN torsos too, on uint8 frames."""
-    config, algorithm, state = _setup(algo, arch, gamma=GAMMA)
+    made different from the online one), next actions shifted by one, reset steps masked;
+    and the new parameters equal one TF1 RMSProp step on t_max times that loss, unclipped
+    (MLP) and clipped (CNN). The Q head on the CNN torsos too, on uint8 frames."""
+    clip = 1e3 if arch == "mlp" else 3.0  # the gradient's scale shows only unclipped
+    config, algorithm, state = _setup(algo, arch, gamma=GAMMA, clip_norm=clip)
     spec = SPEC if arch == "mlp" else ATARI_SPEC
     network = network_for(config, spec)
     scale = 0.3 if arch == "mlp" else 0.01
@@ -200,7 +204,7 @@ def test_update_wiring_against_the_oracle(algo, arch):
     mask = np.ones((5, 4), np.float32)
     mask[2, 0], mask[3, 1] = 0.0, 0.0  # reset steps after the done steps
     b = b._replace(terminated=term, truncated=trunc, mask=mask)
-    _, metrics = jax.jit(algorithm.update)(state, b)
+    new_state, metrics = jax.jit(algorithm.update)(state, b)
     next_obs = np.concatenate([b.obs[1:], b.bootstrap_obs[None]])
     q_next = np.asarray(network.apply(noisy, next_obs), np.float64)
     a_next = np.concatenate([b.action[1:], b.next_action[None]])
@@ -212,6 +216,27 @@ def test_update_wiring_against_the_oracle(algo, arch):
     np.testing.assert_allclose(metrics["value_loss"], want, rtol=rtol)
     np.testing.assert_allclose(metrics["q_mean"], np.sum(mask * q_a) / mask.sum(), rtol=rtol)
     assert q.shape == (5, 4, spec.num_actions)
+
+    # The parameter step: t_max times that loss (y held fixed), its gradient clipped to
+    # the global norm and applied by TF1 RMSProp at the first update's learning rate.
+    def loss(params):
+        q = network.apply(params, b.obs)
+        q_a = jnp.take_along_axis(q, jnp.asarray(b.action)[..., None], -1)[..., 0]
+        return config.t_max * jnp.sum(mask * 0.5 * (y - q_a) ** 2) / mask.sum()
+
+    grads = _leaves(jax.grad(loss)(state.params))
+    norm = np.sqrt(sum(np.sum(g**2) for g in grads))
+    assert (norm < config.clip_norm) == (arch == "mlp")  # the CNN cases are clipped
+    want = tf_rmsprop(
+        _leaves(state.params),
+        [grads],
+        [config.lr],
+        decay=config.rms_decay,
+        eps=config.rms_eps,
+        clip=config.clip_norm,
+    )
+    for got, w, p0 in zip(_leaves(new_state.params), want, _leaves(state.params), strict=True):
+        np.testing.assert_allclose(got - p0, w - p0, rtol=2e-3, atol=1e-7)
 
 
 def test_each_environment_gets_its_final_epsilon():
