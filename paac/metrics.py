@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import math
 import os
+import socket
+import time
 from collections.abc import Mapping
 
 COLUMNS = (
@@ -45,25 +47,71 @@ class MetricsWriter:
         if new:
             self._csv.writeheader()
             self._file.flush()
-        self._tb = None
-        if tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(run_dir, flush_secs=30, purge_step=purge_step)
+        self._tb = TensorBoardWriter(run_dir, purge_step) if tensorboard else None
 
     def write(self, row: Mapping[str, float | int | None]) -> None:
         self._csv.writerow({k: _fmt(row.get(k)) for k in COLUMNS})
         self._file.flush()
         if self._tb is not None:
-            step = int(row["step"])
-            for k, v in row.items():
-                if k != "step" and v is not None and math.isfinite(float(v)):
-                    self._tb.add_scalar(f"paac/{k}", float(v), step)
+            self._tb.write(row)
+
+    def flush(self) -> None:
+        """Puts every row written so far on disk: a checkpoint must not get ahead of its
+        logs, which a resume from it keeps up to its step."""
+        self._file.flush()
+        if self._tb is not None:
+            self._tb.flush()
 
     def close(self) -> None:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+class TensorBoardWriter:
+    """A row's scalars as one TensorBoard event, written in the calling thread.
+
+    tensorboardX's ``SummaryWriter`` hands events to a thread that writes them when it gets
+    to them, and its ``flush`` does not wait for that thread, so nothing it holds is sure to
+    be on disk before a checkpoint; it also names its file by the second, so a process
+    started in the same second as the last one would overwrite that one's file. Here each
+    process start gets its own file, named by the microsecond (TensorBoard reads a run's
+    files in name order) and pid.
+    """
+
+    def __init__(self, run_dir: str, purge_step: int | None = None):
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+        from tensorboardX.record_writer import RecordWriter
+
+        now = time.time()
+        seconds, micros = divmod(int(now * 1e6), 10**6)
+        name = f"events.out.tfevents.{seconds:010d}.{micros:06d}.{socket.gethostname()}"
+        self._file = RecordWriter(os.path.join(run_dir, f"{name}.{os.getpid()}"))
+        self._write(Event(wall_time=now, file_version="brain.Event:2"))
+        if purge_step is not None:  # TensorBoard drops the points of earlier files from here
+            start = SessionLog(status=SessionLog.START)
+            self._write(Event(wall_time=now, step=purge_step, session_log=start))
+
+    def _write(self, event) -> None:
+        self._file.write(event.SerializeToString())
+
+    def write(self, row: Mapping[str, float | int | None]) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        values = [
+            Summary.Value(tag=f"paac/{k}", simple_value=float(v))
+            for k, v in row.items()
+            if k != "step" and v is not None and math.isfinite(float(v))
+        ]
+        summary = Summary(value=values)
+        self._write(Event(wall_time=time.time(), step=int(row["step"]), summary=summary))
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _fmt(v) -> str:

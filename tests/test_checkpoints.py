@@ -4,8 +4,10 @@ import csv
 import errno
 import json
 import os
+import pathlib
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -18,6 +20,7 @@ import pytest
 from paac import Config, ConfigError, train
 from paac.checkpoints import CheckpointError, locate, read_meta
 from paac.evaluate import evaluate
+from paac.metrics import TensorBoardWriter
 from tests.conftest import ROOT, run_script, script_env
 
 # Another process training a run: it takes the run's lock as train does, then waits.
@@ -62,6 +65,9 @@ def test_resume_gives_the_straight_run(straight, tmp_path):
     shutil.rmtree(run / "checkpoints" / "8000")  # as if the run had stopped at 4000
     with open(run / "metrics.csv", "a") as f:  # a row logged after the checkpoint, then killed
         f.write("4560,57,9.9,1,,,1,,0,0,0,0,0,0,,\n")
+    killed = TensorBoardWriter(str(run))  # and its TensorBoard point
+    killed.write({"step": 4560, "lr": 123.0})
+    killed.close()
     resumed = train(Config(**CARTPOLE, out_dir="unused", resume=str(run)), progress=False)
     assert resumed.run_dir == str(run) and resumed.steps == straight.steps == 8000
     for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state), strict=True):
@@ -78,6 +84,12 @@ def test_resume_gives_the_straight_run(straight, tmp_path):
         for col in set(a) - {"walltime", "sps"}:
             assert a[col] == b[col], (a["step"], col)
     assert resumed.episodes == straight.episodes
+    # TensorBoard shows the same points: the resumed process's file drops those after 4000.
+    ours, theirs = _tensorboard(run), _tensorboard(pathlib.Path(straight.run_dir))
+    assert ours.keys() == theirs.keys() and ("paac/lr", 4000) in ours
+    for key in ours:
+        if key[0] not in ("paac/walltime", "paac/sps"):
+            assert ours[key] == theirs[key], key
 
 
 def test_keep_bounds_checkpoints(tmp_path):
@@ -170,6 +182,53 @@ def test_sigterm_checkpoints_and_resume_continues(tmp_path, script):
     rows = _rows(run_dir)
     assert int(rows[-1]["step"]) == step + 80 and int(rows[-1]["update"]) == meta["update"] + 1
     assert read_meta(str(run_dir))[2] == step + 80
+
+
+def _tensorboard(run_dir):
+    """``{(tag, step): value}`` as TensorBoard shows a run: its event files (TFRecords of
+    Event protos, read here without TensorBoard) in name order, a file's START session log
+    at step s dropping the points at steps >= s of the files before it."""
+    from tensorboardX.proto import event_pb2
+
+    points = {}
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        data, i = path.read_bytes(), 0
+        while i + 12 <= len(data):
+            (n,) = struct.unpack("<Q", data[i : i + 8])
+            if i + 12 + n + 4 > len(data):
+                break  # a record cut short
+            event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
+            i += 12 + n + 4
+            if event.session_log.status == event_pb2.SessionLog.START:
+                points = {k: v for k, v in points.items() if k[1] < event.step}
+            for v in event.summary.value:
+                points[v.tag, event.step] = v.simple_value
+    return points
+
+
+def test_a_checkpoint_never_gets_ahead_of_the_tensorboard_logs(tmp_path):
+    """Killed the moment a checkpoint exists: TensorBoard already holds every row up to the
+    checkpoint's step, the rows a resume from it keeps (it drops the later ones)."""
+    run_dir = tmp_path / "CartPole-v1" / "kill"
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "experiments", "control.py"),
+         "--total-steps", "100000000", "--log-interval", "800", "--checkpoint-interval", "4000",
+         "--out-dir", str(tmp_path), "--run-name", "kill"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=script_env(),
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while not (saved := [p for p in (run_dir / "checkpoints").glob("*") if p.name.isdigit()]):
+            assert time.time() < deadline and proc.poll() is None, "no checkpoint was saved"
+            time.sleep(0.01)
+        proc.kill()
+        proc.wait()
+    finally:
+        proc.kill()
+    step = int(saved[0].name)
+    logged = {int(r["step"]) for r in _rows(run_dir) if int(r["step"]) <= step}
+    assert step in logged and len(logged) == step // 800
+    assert logged <= {step for tag, step in _tensorboard(run_dir) if tag == "paac/lr"}
 
 
 def test_evaluate_cartpole_with_videos(straight, tmp_path):
