@@ -46,7 +46,9 @@ def main() -> int:
         print(f"paac: error: {e}", file=sys.stderr)
         return 2
     print(format_report(stats))
-    return 0
+    for problem in stats["problems"]:  # the games were played; an output was not written
+        print(f"paac: error: {problem}", file=sys.stderr)
+    return 1 if stats["problems"] else 0
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ VIDEO_SUFFIXES = (".mp4", ".gif")
 def _check_video_path(video: str) -> None:
     if not video.lower().endswith(VIDEO_SUFFIXES):
         raise ConfigError(f"--video={video!r} is invalid: the name must end in .mp4 or .gif")
+    if os.path.isdir(video):
+        raise ConfigError(f"--video={video!r} is invalid: it is a directory")
     parent = os.path.dirname(os.path.abspath(video))
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
         raise ConfigError(f"--video={video!r} is invalid: cannot write in {parent!r}")
@@ -86,7 +88,9 @@ def evaluate(
     each playing a fixed quota, so short games are not favoured. With ``video`` the
     first game of environment 0 is recorded at the game's native resolution with the
     running score burned in. Returns the statistics, also written as
-    ``<run_dir>/eval-<step>.json``.
+    ``<run_dir>/eval-<step>.json``. An output that cannot be written (a read-only run
+    directory, a full disk) loses nothing else: the statistics are returned with the reason
+    in ``stats["problems"]``.
     """
     if not isinstance(episodes, int) or episodes < 1:
         raise ConfigError(f"--episodes={episodes!r} is invalid: must be an integer >= 1")
@@ -114,6 +118,13 @@ def evaluate(
         result = _play(env, act, params, episodes, n, seed, video)
     finally:
         env.close()
+    problems = []
+    if video is not None:
+        try:
+            write_video(result["frames"], video)
+        except OSError as e:
+            problems.append(f"cannot write the video {video!r} ({e.strerror or e})")
+            video = None
     stats = {
         "checkpoint": where,
         "env": config.env,
@@ -132,17 +143,29 @@ def evaluate(
         "lengths": result["lengths"],
         "seconds": result["seconds"],
         "video": os.path.abspath(video) if video else None,
-        "video_frames": result["video_frames"],
+        "video_frames": len(result["frames"]) if video else 0,
         "video_game": result["video_game"],
     }
     if write_json:
         out = os.path.join(run_dir_of(directory), f"eval-{step}.json")
-        tmp = out + ".tmp"
+        try:
+            _write_json(stats, out)
+            stats["json"] = out
+        except OSError as e:
+            problems.append(f"cannot write {out!r} ({e.strerror or e})")
+    stats["problems"] = problems
+    return stats
+
+
+def _write_json(stats: dict, path: str) -> None:
+    tmp = path + ".tmp"
+    try:
         with open(tmp, "w") as f:
             json.dump(stats, f, indent=2)
-        os.replace(tmp, out)
-        stats["json"] = out
-    return stats
+        os.replace(tmp, path)
+    finally:
+        if os.path.isfile(tmp):
+            os.remove(tmp)
 
 
 def _play(env, act, params, episodes: int, n: int, seed: int, video: str | None) -> dict:
@@ -181,14 +204,11 @@ def _play(env, act, params, episodes: int, n: int, seed: int, video: str | None)
         returns[over] = 0.0
         lengths[over] = 0
         done_before = np.asarray(terminated, bool) | np.asarray(truncated, bool)
-    seconds = time.perf_counter() - t0
-    if video is not None:
-        write_video(frames, video)
     return {
         "scores": scores,
         "lengths": game_lengths,
-        "seconds": seconds,
-        "video_frames": len(frames) if video else 0,
+        "seconds": time.perf_counter() - t0,
+        "frames": frames,  # of the recorded game
         "video_game": video_game,  # (score, steps) of the recorded game
     }
 

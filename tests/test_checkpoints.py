@@ -261,6 +261,33 @@ def test_evaluate_rejects_bad_video_path(straight, tmp_path):
     assert ".mp4 or .gif" in line
     line = _one_error_line(_eval_cli(straight.run_dir, "--video", "/proc/nope/x.gif"))
     assert "cannot write" in line
+    (tmp_path / "d.gif").mkdir()
+    line = _one_error_line(_eval_cli(straight.run_dir, "--video", str(tmp_path / "d.gif")))
+    assert "is a directory" in line
+
+
+def test_evaluate_reports_what_it_played_when_an_output_cannot_be_written(straight, tmp_path):
+    """The games are played before the outputs are written: a video or eval JSON that cannot
+    be written costs neither the report nor the other output, and is named on stderr."""
+    run = tmp_path / "run"
+    shutil.copytree(straight.run_dir, run)
+    (run / "eval-8000.json").unlink(missing_ok=True)  # from another test's evaluation
+    (run / "eval-8000.json").mkdir()  # in the way of the JSON
+    (tmp_path / "play.partial.gif").mkdir()  # in the way of the video, while written
+    video = tmp_path / "play.gif"
+    out = _eval_cli(str(run), "--episodes", "2", "--video", str(video))
+    assert out.returncode == 1
+    assert "score  mean" in out.stdout and "2 games" in out.stdout
+    errors = out.stderr.strip().splitlines()
+    assert errors[-2].startswith("paac: error: cannot write the video") and "play.gif" in errors[-2]
+    assert errors[-1].startswith("paac: error: cannot write") and "eval-8000.json" in errors[-1]
+    assert not video.exists() and not list(run.glob("*.tmp"))
+    # Only the video fails: the JSON is written, and says there is no video.
+    shutil.rmtree(run / "eval-8000.json")
+    stats = evaluate(str(run), episodes=2, video=str(video))
+    assert len(stats["problems"]) == 1 and "video" in stats["problems"][0]
+    saved = json.loads((run / "eval-8000.json").read_text())
+    assert saved["video"] is None and saved["scores"] == stats["scores"]
 
 
 def test_evaluate_pong_checkpoint(tmp_path, script):
