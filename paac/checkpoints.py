@@ -29,7 +29,8 @@ FORMAT_VERSION = 2  # 2: LearnerState.extra (value-based algorithms)
 READABLE_VERSIONS = (1, 2)  # 1: a2c only, before LearnerState.extra: restored with extra = {}
 CHECKPOINT_SUBDIR = "checkpoints"
 
-# Fields a resumed run may change: they do not touch the mathematics of the run.
+# Fields a resumed run may change: they do not touch the update's mathematics (with exact
+# resume checkpoint_interval places the environments' restarts: train warns of a change).
 RESUME_MUTABLE_FIELDS = frozenset(
     {
         "num_threads",

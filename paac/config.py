@@ -115,7 +115,7 @@ class Config:
     exact_resume: bool = True
     """Restart environments at interval checkpoints so resumed runs equal uninterrupted ones."""
     resume: str | None = None
-    """Continue a run: its directory (latest checkpoint) or one checkpoints/<step> directory."""
+    """Continue a run from its latest checkpoint: the run directory (or that checkpoint's)."""
     mode: str = "sync"
     """sync (PAAC) | a3c (stale, unaveraged worker gradients) | ga3c (lagged acting policy)."""
     workers: int | None = None

@@ -305,10 +305,31 @@ def _prepare_resume(config: Config, dp: DataParallel) -> _Resume | None:
             "Resume the run directory (its latest checkpoint), or copy the run directory "
             "and delete the later checkpoints in the copy"
         )
-    check_resume_config(config_from_meta(meta, where), config, config.resume)
+    saved = config_from_meta(meta, where)
+    check_resume_config(saved, config, config.resume)
+    if dp.is_main:
+        _warn_moved_segments(saved, config)
     run_dir = run_dir_of(directory)
     dp.agree(lambda: _check_writable(run_dir, "resume", config.resume) or "")
     return _Resume(directory, step, meta, run_dir)
+
+
+def _warn_moved_segments(saved: Config, config: Config) -> None:
+    """With exact resume each interval checkpoint restarts the environments (a new
+    segment); a resume that changes the interval, or exact resume itself, restarts them at
+    other steps than the run so far would have: allowed, but no longer exact."""
+    fields = ("checkpoint_interval", "exact_resume")
+    changed = [f for f in fields if getattr(saved, f) != getattr(config, f)]
+    if changed and (saved.exact_resume or config.exact_resume):
+        given = ", ".join(f"{flag(f)}={getattr(config, f)!r}" for f in changed)
+        had = ", ".join(f"{flag(f)}={getattr(saved, f)!r}" for f in changed)
+        print(
+            f"paac: warning: resuming with {given} where the run had {had}: with exact "
+            "resume the environments restart at every interval checkpoint, so from here "
+            "they restart at other steps, and the run no longer equals one trained "
+            "without stopping",
+            file=sys.stderr,
+        )
 
 
 def train(config: Config, *, progress: bool = True) -> TrainResult:

@@ -92,6 +92,19 @@ def test_resume_gives_the_straight_run(straight, tmp_path):
             assert ours[key] == theirs[key], key
 
 
+def test_resume_warns_when_the_segments_move(straight, tmp_path, capsys):
+    """A resume may change --checkpoint-interval, but with exact resume the environments
+    restart at each interval checkpoint: the run is then no longer exact, and is told so."""
+    run = tmp_path / "run"
+    shutil.copytree(straight.run_dir, run)
+    train(Config(**CARTPOLE, resume=str(run)), progress=False)
+    assert "warning" not in capsys.readouterr().err
+    train(Config(**{**CARTPOLE, "checkpoint_interval": 2000}, resume=str(run)), progress=False)
+    err = capsys.readouterr().err
+    assert "--checkpoint-interval=2000" in err and "--checkpoint-interval=4000" in err
+    assert "no longer equals" in err
+
+
 def test_keep_bounds_checkpoints(tmp_path):
     cfg = Config(**{**CARTPOLE, "checkpoint_interval": 1000}, keep=2, out_dir=str(tmp_path))
     result = train(cfg, progress=False)
