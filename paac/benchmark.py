@@ -18,7 +18,7 @@ import numpy as np
 from paac.config import Config, ConfigError
 from paac.envs import EpisodeStats, check_arch, env_spec, make_training_env
 from paac.layers import resolve_conv_impl
-from paac.learner import init_state, make_algorithm, network_for
+from paac.learner import check_state_fits, init_state, make_algorithm, network_for
 from paac.train import RolloutCarry, collect_rollout
 from paac.xla_cpu import ynn_enabled
 
@@ -104,6 +104,11 @@ def run_benchmark(bench: BenchConfig) -> dict:
     network = network_for(config, spec)
     algorithm = make_algorithm(config, network, spec)
     key = jax.random.PRNGKey(config.seed)
+    try:
+        check_state_fits(config, network, spec)
+    except ConfigError:
+        env.close()
+        raise
     state = init_state(config, network, spec, key)
     act = jax.jit(algorithm.act)
     update = jax.jit(algorithm.update)

@@ -12,6 +12,7 @@ Factories close over the static configuration and return pure functions::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from paac.config import VALUE_ALGOS, Config
+from paac.config import VALUE_ALGOS, Config, ConfigError, flag
 from paac.envs import EnvSpec
 from paac.losses import a2c_loss, explained_variance
 from paac.returns import batched_gae, batched_nstep_returns
@@ -128,6 +129,52 @@ def init_state(config: Config, network, spec: EnvSpec, key: chex.PRNGKey) -> Lea
 def state_template(config: Config, network, spec: EnvSpec) -> LearnerState:
     """The shapes and dtypes of :func:`init_state`'s result, computing nothing."""
     return jax.eval_shape(make_algorithm(config, network, spec).init, jax.random.PRNGKey(0))
+
+
+def device_memory(device) -> int | None:
+    """Bytes of memory ``device`` has: its allocator's limit, or a CPU's physical memory."""
+    stats = device.memory_stats()
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"])
+    if device.platform == "cpu":
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return None
+
+
+def check_state_fits(config: Config, network, spec: EnvSpec, device=None) -> None:
+    """Refuses a learner state larger than the device's memory, naming the setting that
+    makes it so (the async modes hold many parameter versions), instead of an allocation
+    failure deep in XLA or the OOM killer."""
+    device = device or jax.local_devices()[0]
+    template = state_template(config, network, spec)
+    size = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
+    need, have = size(template), device_memory(device)
+    if have is None or need <= have:
+        return
+    copies = ""
+    if config.mode == "ga3c":
+        copies = f"{flag('policy_lag')}={config.policy_lag} keeps {config.policy_lag + 1} "
+    elif config.mode == "a3c" and config.staleness == "round_robin":
+        copies = f"{flag('workers')}={config.num_workers} keeps {2 * config.num_workers} "
+    elif config.mode == "a3c":
+        copies = (
+            f"{flag('max_staleness')}={config.max_staleness} with "
+            f"{flag('workers')}={config.num_workers} keeps "
+            f"{config.max_staleness + 1 + config.num_workers} "
+        )
+    if copies:
+        copies = f": {copies}copies of the {_bytes(size(template.params))} of parameters"
+    raise ConfigError(
+        f"the learner state needs {_bytes(need)}{copies}, more than the {_bytes(have)} of "
+        f"memory of {device.device_kind} {device.id}"
+    )
+
+
+def _bytes(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def network_for(config: Config, spec: EnvSpec):

@@ -39,6 +39,7 @@ from paac.envs import EpisodeStats, check_arch, env_spec, make_training_env
 from paac.learner import (
     Batch,
     LearnerState,
+    check_state_fits,
     init_state,
     make_algorithm,
     network_for,
@@ -364,6 +365,7 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
     try:
         spec = env_spec(env, config.env)
         check_arch(config, spec)
+        check_state_fits(config, network_for(config, spec), spec)
         run_dir = dp.agree(claim)
     except BaseException:
         env.close()

@@ -9,6 +9,7 @@ applied one after another by a float64 NumPy TF1-RMSProp with ``lr / W``.
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -301,3 +302,24 @@ def test_async_modes_reject_value_algos_and_uneven_workers():
         Config(**BASE, mode="a3c", workers=3)
     with pytest.raises(ConfigError, match="--staleness='lifo'"):
         Config(**BASE, mode="a3c", staleness="lifo")
+
+
+def test_a_ring_larger_than_memory_is_refused(script, tmp_path):
+    """Parameter versions the device cannot hold: one line naming the setting, before any
+    allocation (not XLA's out-of-memory error, nor the OOM killer)."""
+    from paac.learner import check_state_fits, device_memory
+
+    network = make_network("mlp", NA)
+    big = 2 * device_memory(jax.local_devices()[0]) // (4 * 4 * 64)  # versions to fill 2x
+    check_state_fits(Config(**BASE, mode="ga3c", policy_lag=1000), network, SPEC)  # fits
+    with pytest.raises(ConfigError, match=f"--max-staleness={big} with --workers=4 keeps"):
+        config = Config(**BASE, mode="a3c", staleness="uniform", max_staleness=big)
+        check_state_fits(config, network, SPEC)
+    out = script(
+        "control.py", "--mode", "ga3c", "--policy-lag", str(big), "--total-steps", "800",
+        "--out-dir", str(tmp_path),
+    )  # fmt: skip
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("paac: error: the learner state needs ")
+    assert f"--policy-lag={big} keeps {big + 1} copies" in out.stderr
+    assert "more than the" in out.stderr and not os.listdir(tmp_path)
