@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from paac.config import Config, ConfigError, flag
@@ -97,12 +99,30 @@ def main(default: Config, args: Sequence[str] | None = None, description: str = 
     config = parse_config(default, args, description)
     from paac.train import train
 
+    # Until training installs its own handlers (which stop after the update in progress and
+    # save), SIGTERM stops the start-up as Ctrl-C does, with a line saying so.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         result = train(config)
     except ConfigError as e:
         print(f"paac: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # before training started (or a forced second Ctrl-C)
-        print("paac: interrupted before any checkpoint of this start", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as e:  # before training started (or a 2nd Ctrl-C)
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"paac: {what} before any checkpoint of this start", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 128 + int(result.signal) if result.signal is not None else 0
+
+
+class Terminated(BaseException):
+    """SIGTERM during start-up (a BaseException, like KeyboardInterrupt, so that no
+    ``except Exception`` on the way swallows it)."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated

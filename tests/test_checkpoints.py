@@ -244,6 +244,28 @@ def test_a_checkpoint_never_gets_ahead_of_the_tensorboard_logs(tmp_path):
     assert logged <= {step for tag, step in _tensorboard(run_dir) if tag == "paac/lr"}
 
 
+def test_sigterm_during_start_up_is_reported(monkeypatch, capsys):
+    """SIGTERM before the training loop (creating environments, compiling) stops the start
+    with a line saying so and status 143, as Ctrl-C does with 130; it used to kill the
+    process without a word."""
+    import importlib
+
+    from paac import cli
+
+    def starting(config):  # start-up, before train installs its own handlers
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not stop the start-up")
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(importlib.import_module("paac.train"), "train", starting)
+    assert cli.main(Config(**CARTPOLE), []) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "paac: terminated before any checkpoint of this start"
+    )
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_evaluate_cartpole_with_videos(straight, tmp_path):
     import imageio.v3 as iio
     from PIL import Image
