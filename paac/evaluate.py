@@ -20,6 +20,7 @@ from paac.checkpoints import config_from_meta, read_meta, restore, run_dir_of
 from paac.config import VALUE_ALGOS, ConfigError
 from paac.envs import check_arch, env_spec, make_env
 from paac.learner import make_algorithm, network_for, state_template
+from paac.metrics import write_atomic
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
@@ -149,23 +150,12 @@ def evaluate(
     if write_json:
         out = os.path.join(run_dir_of(directory), f"eval-{step}.json")
         try:
-            _write_json(stats, out)
+            write_atomic(out, json.dumps(stats, indent=2))
             stats["json"] = out
         except OSError as e:
             problems.append(f"cannot write {out!r} ({e.strerror or e})")
     stats["problems"] = problems
     return stats
-
-
-def _write_json(stats: dict, path: str) -> None:
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(stats, f, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.isfile(tmp):
-            os.remove(tmp)
 
 
 def _play(env, act, params, episodes: int, n: int, seed: int, video: str | None) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import socket
@@ -142,12 +143,24 @@ def truncate_metrics(run_dir: str, step: int) -> int:
 
 def _rewrite(path: str, rows: list[dict]) -> None:
     """Replaces ``path`` atomically with today's header and ``rows``."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    write_atomic(path, text.getvalue())
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Writes ``path`` whole or not at all (a temporary file renamed over it); a failed
+    write leaves no temporary file behind."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.isfile(tmp):
+            os.remove(tmp)
 
 
 def upgrade_header(path: str) -> bool:

@@ -45,7 +45,7 @@ from paac.learner import (
     network_for,
     state_template,
 )
-from paac.metrics import MetricsWriter, truncate_metrics
+from paac.metrics import MetricsWriter, truncate_metrics, write_atomic
 
 
 class TrainResult(NamedTuple):
@@ -442,8 +442,7 @@ def _train(config, resume, start_update, env, spec, run_dir, progress, dp) -> Tr
         env.close()
         raise
     if main:
-        with open(os.path.join(run_dir, "config.json"), "w") as f:
-            f.write(config.to_json())
+        write_atomic(os.path.join(run_dir, "config.json"), config.to_json())
     act = dp.jit_act(algorithm.act)
     update = dp.jit_update(algorithm.update)
 

@@ -504,6 +504,23 @@ def test_metrics_header_is_upgraded(tmp_path):
     assert [r["step"] for r in rows] == ["1", "2"] and rows[1]["epsilon"] == "0.25"
 
 
+def test_write_atomic_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    """config.json, eval JSONs and rewritten metrics.csv files are whole or untouched."""
+    from paac.metrics import write_atomic
+
+    path = tmp_path / "config.json"
+    write_atomic(str(path), "old")
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["config.json"]
+
+    def full_disk(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        write_atomic(str(path), "new")
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["config.json"]
+
+
 def test_a_run_in_use_is_locked(straight, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(straight.run_dir, run)
