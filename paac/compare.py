@@ -116,6 +116,13 @@ def run_comparison(
         raise ConfigError(f"--modes={list(modes)!r} is invalid: choose from {', '.join(MODES)}")
     if not seeds:
         raise ConfigError("--seeds is empty: give at least one seed")
+    for name, values in (("modes", modes), ("seeds", seeds)):
+        repeated = sorted({v for v in values if list(values).count(v) > 1})
+        if repeated:
+            raise ConfigError(
+                f"--{name}={list(values)!r} is invalid: {repeated} given more than once "
+                "(a run would be counted twice)"
+            )
     runs_root = os.path.join(out_dir, "runs")
     results = []
     for mode in modes:

@@ -72,7 +72,12 @@ def test_compare_async_writes_plot_and_table(script, tmp_path):
 
 @pytest.mark.parametrize(
     "args,message",
-    [(("--modes", "sync", "hogwild"), "--modes"), (("--n-envs", "0"), "--n-envs=0")],
+    [
+        (("--modes", "sync", "hogwild"), "--modes"),
+        (("--n-envs", "0"), "--n-envs=0"),
+        (("--modes", "sync", "--seeds", "0", "0"), "--seeds=[0, 0] is invalid: [0] given more"),
+        (("--modes", "sync", "a3c", "sync"), "['sync'] given more than once"),
+    ],
 )
 def test_compare_async_bad_input(script, tmp_path, args, message):
     out = script("compare_async.py", "--compare-dir", str(tmp_path), *args, timeout=120)
