@@ -47,6 +47,7 @@ def test_config_is_frozen_and_round_trips_json():
         ("clip_norm", 0.0, "--clip-norm", "> 0"),
         ("lr_schedule", "cosine", "--lr-schedule", "linear, constant"),
         ("num_threads", -2, "--num-threads", ">= 0"),
+        ("num_threads", 100_000, "--num-threads", "at most --n-envs=32"),  # EnvPool aborted
         ("total_steps", 10, "--total-steps", "n_envs * t_max = 160"),
         ("total_steps", 2**31, "--total-steps", "below 2**31"),
     ],
