@@ -10,6 +10,7 @@ environment step; the same code runs unchanged on a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -91,7 +92,7 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         self.signum: int | None = None
-        self._shielded = False
+        self._shielded = self._forced = False
         self._previous: dict = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -99,16 +100,30 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame) -> None:
+        second_ctrl_c = self.signum is not None and signum == signal.SIGINT
         if self._shielded:
             self.signum = self.signum if self.signum is not None else signum
+            self._forced = self._forced or second_ctrl_c
             return
-        if self.signum is not None and signum == signal.SIGINT:
+        if second_ctrl_c:
             raise KeyboardInterrupt
         self.signum = signum
 
     def shield(self) -> None:
         """From now on signals are only recorded: the shutdown (final save) runs to its end."""
         self._shielded = True
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """Signals in the block are only recorded, so that a checkpoint being saved is
+        finished; a second Ctrl-C among them interrupts right after the block."""
+        self._shielded, self._forced = True, False
+        try:
+            yield
+        finally:
+            self._shielded = False
+        if self._forced:
+            raise KeyboardInterrupt
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
@@ -549,7 +564,8 @@ def _train(config, resume, start_update, env, spec, run_dir, progress, dp) -> Tr
                 if interval and steps // interval > last_save_step // interval:
                     if steps > last_log_step:
                         log_row()  # a resumed run continues from a complete row
-                    save()
+                    with stop.deferred():
+                        save()
                     if config.exact_resume:
                         # A new segment: fresh episodes, as a run resumed from here sees.
                         env.close()
@@ -578,6 +594,11 @@ def _train(config, resume, start_update, env, spec, run_dir, progress, dp) -> Tr
     what = "interrupted" if interrupted else "finished"
     score = stats.recent_mean
     score_txt = f", last-20 mean score {score:.2f}" if score is not None else ""
+    if steps > last_save_step:  # a second Ctrl-C stopped it between checkpoints
+        if resume or last_save_step:
+            score_txt += f" (its last checkpoint is at step {last_save_step:,})"
+        else:
+            score_txt += " (no checkpoint was saved)"
     if main:
         print(
             f"paac: {what} at step {steps:,}{score_txt}; outputs in {run_dir}",

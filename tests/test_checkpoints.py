@@ -244,6 +244,54 @@ def test_a_checkpoint_never_gets_ahead_of_the_tensorboard_logs(tmp_path):
     assert logged <= {step for tag, step in _tensorboard(run_dir) if tag == "paac/lr"}
 
 
+def test_a_second_ctrl_c_during_a_checkpoint_lets_it_finish(tmp_path, monkeypatch, capsys):
+    """Ctrl-C twice while an interval checkpoint is being saved: the checkpoint is finished
+    (no half-written one left), then the run stops at once, at that checkpoint."""
+    import importlib
+
+    train_module = importlib.import_module("paac.train")
+    real_save = train_module.Checkpointer.save
+
+    def save(self, step, *args):
+        if step == 4000:  # the first interval checkpoint
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        real_save(self, step, *args)
+
+    monkeypatch.setattr(train_module.Checkpointer, "save", save)
+    cfg = Config(**{**CARTPOLE, "total_steps": 80_000}, out_dir=str(tmp_path), run_name="twice")
+    result = train(cfg, progress=False)
+    assert result.interrupted and result.steps == 4000 and result.signal == signal.SIGINT
+    assert sorted(os.listdir(os.path.join(result.run_dir, "checkpoints"))) == ["4000"]
+    assert read_meta(result.run_dir)[2] == 4000
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("paac: interrupted at step 4,000,") and "checkpoint" not in line
+
+
+def test_a_second_ctrl_c_between_checkpoints_names_the_last_one(tmp_path, monkeypatch, capsys):
+    import importlib
+
+    train_module = importlib.import_module("paac.train")
+    real_collect = train_module.collect_rollout
+    calls = 0
+
+    def collect(*args, **kw):
+        nonlocal calls
+        calls += 1
+        if calls == 150:  # 6000 steps: after the checkpoint at 4000
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_collect(*args, **kw)
+
+    monkeypatch.setattr(train_module, "collect_rollout", collect)
+    cfg = Config(**{**CARTPOLE, "total_steps": 80_000}, out_dir=str(tmp_path), run_name="twice")
+    result = train(cfg, progress=False)
+    assert result.interrupted and result.steps == 5960 and read_meta(result.run_dir)[2] == 4000
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("paac: interrupted at step 5,960")
+    assert "(its last checkpoint is at step 4,000)" in line
+
+
 def test_sigterm_during_start_up_is_reported(monkeypatch, capsys):
     """SIGTERM before the training loop (creating environments, compiling) stops the start
     with a line saying so and status 143, as Ctrl-C does with 130; it used to kill the
