@@ -28,12 +28,30 @@ def known_env_ids() -> frozenset[str]:
     return frozenset(envpool.list_all_envs())
 
 
+ATARI_OPTIONS = (
+    "episodic_life",
+    "reward_clip",
+    "noop_max",
+    "frame_skip",
+    "stack_num",
+    "img_height",
+    "img_width",
+    "repeat_action_probability",
+)
+
+
 @functools.cache
 def is_atari(env_id: str) -> bool:
-    """True for EnvPool's Atari tasks (those with the Atari preprocessing options)."""
+    """True for EnvPool's Atari tasks: those with all of the Atari preprocessing options
+    (VizDoom's have some of them). False for a task whose spec cannot be built here (its
+    creation then fails with the reason)."""
     import envpool
 
-    return "episodic_life" in envpool.make_spec(env_id).config._fields
+    try:
+        fields = envpool.make_spec(env_id).config._fields
+    except Exception:  # e.g. Procgen without its Qt runtime
+        return False
+    return all(option in fields for option in ATARI_OPTIONS)
 
 
 class EnvSpec(NamedTuple):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from paac.config import Config, ConfigError
-from paac.envs import EpisodeStats, check_arch, env_spec, make_env, make_training_env
+from paac.envs import EpisodeStats, check_arch, env_spec, is_atari, make_env, make_training_env
 
 
 def test_envpool_resets_on_the_step_after_done():
@@ -125,3 +125,31 @@ def test_episode_stats_on_real_atari_lives():
     assert life_losses == 2  # three lives: two losses end training episodes, not the game
     assert stats.episodes == 1 and stats.drain()[0] == [raw_total]
     assert raw_total > clipped_total > 0
+
+
+def test_atari_is_told_by_all_of_its_options():
+    assert is_atari("Pong-v5") and is_atari("Breakout-v5")
+    assert not is_atari("CartPole-v1")
+    assert not is_atari("Basic-v1")  # VizDoom: episodic_life and frame_skip, but no noop_max
+
+
+def test_a_task_that_cannot_be_built_here_is_one_line(monkeypatch):
+    """EnvPool lists tasks it cannot build without system libraries (Procgen needs Qt):
+    one line naming the reason, not a traceback from reading the task's spec."""
+    import envpool
+
+    def needs_qt(*args, **kwargs):
+        raise ImportError("EnvPool Procgen requires the system Qt 5 runtime\nmore detail")
+
+    monkeypatch.setattr(envpool, "make_spec", needs_qt)
+    monkeypatch.setattr(envpool, "make", needs_qt)
+    is_atari.cache_clear()
+    try:
+        with pytest.raises(ConfigError) as err:
+            make_env("BigfishEasy-v0", 2, 0)
+    finally:
+        is_atari.cache_clear()
+    assert str(err.value) == (
+        "--env='BigfishEasy-v0' is invalid: EnvPool could not create it "
+        "(ImportError: EnvPool Procgen requires the system Qt 5 runtime)"
+    )
