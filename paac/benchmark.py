@@ -67,6 +67,12 @@ def _timed(fn, seconds: float, steps_per_call: int, warm_up: bool = True) -> flo
             return calls * steps_per_call / elapsed
 
 
+def _total_steps(batch: int) -> int:
+    """A run length for the learning-rate schedule: a million updates, or as many as fit
+    below Config's 2**31 steps (the measured updates are far fewer either way)."""
+    return batch * min(10**6, (2**31 - 1) // batch)
+
+
 def run_benchmark(bench: BenchConfig) -> dict:
     config = Config(
         env=bench.env,
@@ -76,7 +82,7 @@ def run_benchmark(bench: BenchConfig) -> dict:
         t_max=bench.t_max,
         num_threads=bench.num_threads,
         seed=bench.seed,
-        total_steps=bench.n_envs * bench.t_max * 10**6,
+        total_steps=_total_steps(bench.n_envs * bench.t_max),
         mode=bench.mode,
         workers=bench.workers,
         policy_lag=bench.policy_lag,

@@ -21,6 +21,18 @@ def test_benchmark_smoke(script):
     assert any("whole training loop" in ln for ln in lines)
 
 
+def test_benchmark_of_a_large_batch(script):
+    """n_e x t_max = 2560, as on a GPU: its nominal run length (a million updates) would pass
+    Config's 2**31 steps, a flag the benchmark does not have; it is shortened instead."""
+    out = script(
+        "benchmark.py", "--env", "CartPole-v1", "--arch", "mlp", "--n-envs", "512",
+        "--t-max", "5", "--seconds", "1",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["n_envs"] == 512 and result["train_sps"] > 0
+
+
 def test_benchmark_async_mode(script):
     out = script(
         "benchmark.py", "--env", "CartPole-v1", "--arch", "mlp", "--n-envs", "4",
