@@ -1,5 +1,6 @@
 """experiments/compare_async.py and paac.compare: runs, curves, the table and the plot."""
 
+import csv
 import json
 import os
 
@@ -53,6 +54,13 @@ def test_compare_async_writes_plot_and_table(script, tmp_path):
         assert label in table, table
     data = json.loads((tmp_path / "comparison.json").read_text())
     assert len(data["runs"]) == 6 and all(r["steps"] == 2000 for r in data["runs"])
+    # Each run's summary is its metrics.csv's last row, read here with the csv module.
+    for r in data["runs"]:
+        with open(os.path.join(r["run_dir"], "metrics.csv"), newline="") as f:
+            last = list(csv.DictReader(f))[-1]
+        assert r["final_score"] == pytest.approx(float(last["score_last20"]))
+        want_sps = int(last["step"]) / float(last["walltime"])
+        assert r["steps_per_second"] == pytest.approx(want_sps, rel=1e-6)
     # The runs really differ by mode only: same seeds, same config otherwise.
     cfgs = {}
     for r in data["runs"]:

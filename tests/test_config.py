@@ -48,6 +48,15 @@ def test_config_is_frozen_and_round_trips_json():
         ("lr_schedule", "cosine", "--lr-schedule", "linear, constant"),
         ("num_threads", -2, "--num-threads", ">= 0"),
         ("num_threads", 100_000, "--num-threads", "at most --n-envs=32"),  # EnvPool aborted
+        ("rms_decay", 1.0, "--rms-decay", "[0, 1)"),  # the accumulator would never move
+        ("rms_eps", 0.0, "--rms-eps", "> 0"),
+        ("loss_scale", 0.0, "--loss-scale", "> 0, or None"),
+        ("seed", 2**31, "--seed", "[0, 2**31)"),
+        ("run_name", "../../etc", "--run-name", "without '/'"),  # would leave --out-dir
+        ("run_name", "..", "--run-name", "not '.' or '..'"),
+        ("final_epsilon_probs", (0.9, 0.9, 0.9), "--final-epsilon-probs", "sum to 1"),
+        ("final_epsilons", (0.1, 1.5, 0.5), "--final-epsilons", "numbers in [0, 1]"),
+        ("keep", 0, "--keep", ">= 1"),
         ("total_steps", 10, "--total-steps", "n_envs * t_max = 160"),
         ("total_steps", 2**31, "--total-steps", "below 2**31"),
     ],

@@ -41,6 +41,15 @@ def test_atari_training_and_evaluation_settings():
     for cfg in (tc, ec):
         assert (cfg.frame_skip, cfg.stack_num, cfg.img_height, cfg.img_width) == (4, 4, 84, 84)
         assert cfg.noop_max == 30 and cfg.gray_scale
+        assert cfg.repeat_action_probability == 0.0  # no sticky actions, as the paper
+        assert cfg.max_episode_steps == 27_000  # agent steps: 108k frames
+    # The training flags reach EnvPool.
+    flags = make_training_env(Config(env="Pong-v5", n_envs=2, episodic_life=False))
+    assert (flags.spec.config.episodic_life, flags.spec.config.reward_clip) == (False, True)
+    flags.close()
+    flags = make_training_env(Config(env="Pong-v5", n_envs=2, reward_clip=False))
+    assert (flags.spec.config.episodic_life, flags.spec.config.reward_clip) == (True, False)
+    flags.close()
     spec = env_spec(train_env)
     assert spec.obs_shape == (4, 84, 84) and spec.obs_dtype == np.uint8
     assert spec.num_actions == 6 and spec.is_image

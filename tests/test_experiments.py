@@ -59,10 +59,19 @@ def test_control_learns_cartpole(script, tmp_path, seed):
         "--out-dir", str(tmp_path), "--run-name", "learn",
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    last = read_metrics(tmp_path / "CartPole-v1" / "learn")[-1]
+    rows = read_metrics(tmp_path / "CartPole-v1" / "learn")
+    last = rows[-1]
     steps, score = int(last["step"]), float(last["score_last20"])
     print(f"seed {seed}: last-20 mean score {score} at step {steps}")
-    assert score >= 450 and steps <= 500_000, last
+    assert score >= 450 and steps < 500_000, last
+    # --target-score stopped it at the first row that reached the target.
+    assert all(r["score_last20"] == "" or float(r["score_last20"]) < 450 for r in rows[:-1])
+    # CartPole pays 1 per step, so each row's mean game score is its mean game length.
+    scored = [r for r in rows if r["score"] != ""]
+    assert len(scored) > len(rows) // 2
+    for r in scored:
+        assert float(r["score"]) == pytest.approx(float(r["episode_length"])), r
+    assert int(rows[-1]["episodes"]) >= 20
     # The console progress bar: steps of the total, elapsed<ETA, steps/s, last-20 score.
     bars = [ln for ln in re.split(r"[\r\n]", out.stderr) if ln.startswith("CartPole-v1:")]
     bar = bars[-1] if bars else out.stderr

@@ -139,15 +139,15 @@ def test_mlp_output_shapes_and_leading_dims(mlp):
 def test_nips_leading_dims_equal_flat_batch(nips):
     network, params = nips
     rng = np.random.default_rng(1)
-    obs = rng.integers(0, 256, size=(2, 1) + FRAME_SHAPE, dtype=np.uint8)  # [T=2, B=1, ...]
+    obs = rng.integers(0, 256, size=(2, 3) + FRAME_SHAPE, dtype=np.uint8)  # [T=2, B=3, ...]
     logits, value = network.apply(params, obs)
-    assert logits.shape == (2, 1, 6) and value.shape == (2, 1)
-    flat_logits, flat_value = network.apply(params, obs.reshape((2,) + FRAME_SHAPE))
-    assert flat_logits.shape == (2, 6) and flat_value.shape == (2,)
-    np.testing.assert_allclose(np.asarray(logits)[:, 0], flat_logits, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(np.asarray(value)[:, 0], flat_value, rtol=1e-5, atol=1e-7)
-    # The two frames differ, so the rows must differ (no accidental broadcasting).
-    assert not np.allclose(flat_value[0], flat_value[1], rtol=1e-3, atol=0)
+    assert logits.shape == (2, 3, 6) and value.shape == (2, 3)
+    flat_logits, flat_value = network.apply(params, obs.reshape((6,) + FRAME_SHAPE))
+    assert flat_logits.shape == (6, 6) and flat_value.shape == (6,)
+    np.testing.assert_allclose(np.reshape(logits, (6, 6)), flat_logits, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.reshape(value, (6,)), flat_value, rtol=1e-5, atol=1e-7)
+    # The frames differ, so the rows must differ (no accidental broadcasting or mixing).
+    assert len(np.unique(np.round(np.asarray(flat_value), 6))) == 6
 
 
 # --------------------------------------------------------------------------- #
@@ -207,6 +207,22 @@ def test_nips_matches_numpy_forward_with_scaling(nips):
     want_logits, want_value = _np_nips_forward(params, frames)
     np.testing.assert_allclose(logits, want_logits, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(value, want_value, rtol=1e-4, atol=1e-5)
+
+
+def test_mlp_matches_numpy_forward(mlp):
+    """Two tanh layers of 64, then the policy and value heads, in float64 NumPy."""
+    network, params = mlp
+    params = _with_random_biases(params, 1)
+    obs = np.random.default_rng(3).normal(size=(7, 4)).astype(np.float32)
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)["params"]
+    h = obs.astype(np.float64)
+    for layer in ("Dense_0", "Dense_1"):
+        h = np.tanh(h @ p["torso"][layer]["kernel"] + p["torso"][layer]["bias"])
+    want_logits = h @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]
+    want_value = h @ p["Dense_1"]["kernel"][:, 0] + p["Dense_1"]["bias"][0]
+    logits, value = network.apply(params, obs)
+    np.testing.assert_allclose(logits, want_logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(value, want_value, rtol=1e-5, atol=1e-6)
 
 
 def test_uint8_and_float_frames_agree(nips):

@@ -164,6 +164,37 @@ def test_plot_runs_writes_png(tmp_path, two_runs):
     assert image[..., :3].std() > 0.05  # not a blank canvas
 
 
+def test_plot_runs_draws_the_smoothed_scores_of_each_run(tmp_path, two_runs, monkeypatch):
+    """The lines drawn: per run its raw scores (faint) and their trailing mean of 3, against
+    environment steps and against wall time (seconds here), checked against a NumPy loop."""
+    from matplotlib.figure import Figure
+
+    drawn, real_savefig = [], Figure.savefig
+
+    def savefig(self, *args, **kwargs):
+        drawn.append(self)
+        return real_savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    plot_runs(two_runs, tmp_path / "curves.png", smooth_window=3)
+    ax_steps, ax_time = drawn[0].axes[:2]
+
+    def trailing_mean(v, w):
+        return np.array([np.mean(v[max(0, i - w + 1) : i + 1]) for i in range(len(v))])
+
+    rows = {0: range(2, 9), 1: range(1, 7)}  # run s0's first row has no score
+    for k, (wall, score) in enumerate([(1.5, 20.0), (1.7, 15.0)]):
+        i = np.array(rows[k], np.float64)
+        steps, seconds, scores = 5000 * i, wall * i, score * i
+        for ax, x in ((ax_steps, steps), (ax_time, seconds)):
+            raw, mean = ax.lines[2 * k], ax.lines[2 * k + 1]
+            np.testing.assert_allclose(raw.get_xdata(), x)
+            np.testing.assert_allclose(raw.get_ydata(), scores)
+            np.testing.assert_allclose(mean.get_xdata(), x)
+            np.testing.assert_allclose(mean.get_ydata(), trailing_mean(scores, 3))
+    assert len(ax_steps.lines) == len(ax_time.lines) == 4
+
+
 def test_plot_runs_labels_and_output_format(tmp_path, two_runs):
     assert plot_runs(two_runs[:1], tmp_path / "one", labels=["seed 0"]) == str(tmp_path / "one.png")
     assert (tmp_path / "one.png").read_bytes()[:8] == PNG_SIGNATURE

@@ -47,6 +47,12 @@ def test_masks_and_flags_across_rollouts():
     # obs[t] is what action[t] was chosen on; the bootstrap obs follows the last step.
     np.testing.assert_array_equal(b2.obs[:, :, 0], [[2, 2], [3, 3]])
     np.testing.assert_array_equal(b2.bootstrap_obs[:, 0], [4, 4])
+    # Rewards as scripted (0 on the reset steps); actions as act chose them, per environment.
+    np.testing.assert_array_equal(b1.reward, [[1, 1], [1, 1]])
+    np.testing.assert_array_equal(b2.reward, [[0, 1], [1, 0]])
+    np.testing.assert_array_equal(b1.action, [[0, 1], [1, 0]])
+    np.testing.assert_array_equal(b2.action, [[0, 1], [1, 0]])
+    np.testing.assert_array_equal(np.stack(env.actions), [[0, 1], [1, 0], [0, 1], [1, 0]])
     np.testing.assert_array_equal(carry.done_before, [False, False])
     assert b1.next_action is None and carry.key == 4 and len(calls) == 4
     assert stats.episodes == 2 and stats.drain() == ([2.0, 3.0], [2, 3])
@@ -58,7 +64,7 @@ def test_lookahead_takes_the_chosen_action_next():
 
     def act(state, obs, key):
         calls.append(float(obs[0, 0]))
-        return np.array([key % 2, key % 2], np.int32), key + 1
+        return np.array([key % 2, 1 - key % 2], np.int32), key + 1
 
     carry = RolloutCarry(1, np.zeros((2, 1), np.float32), np.zeros(2, bool))
     b1, carry = collect_rollout(env, act, None, carry, stats, 2, lookahead=True)
