@@ -233,6 +233,23 @@ def test_constant_lr_schedule():
 # --------------------------------------------------------------------------- #
 # The update against the oracle
 # --------------------------------------------------------------------------- #
+def assert_one_tf_rmsprop_step(config, params, new_params, grads, atol=2e-7):
+    """``new_params`` is one step of TF1 RMSProp with global-norm clipping from ``params``
+    with ``grads`` (a list of leaves) at ``config.lr``, by the NumPy oracle."""
+    want = tf_rmsprop(
+        _leaves(params),
+        [grads],
+        [config.lr],
+        decay=config.rms_decay,
+        eps=config.rms_eps,
+        clip=config.clip_norm,
+    )
+    for got, w, p0 in zip(_leaves(new_params), want, _leaves(params), strict=True):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)
+        # The change itself, which is much smaller than the parameters.
+        np.testing.assert_allclose(got - p0, w - p0, rtol=2e-3, atol=atol)
+
+
 @pytest.mark.parametrize("name", ["nstep", "gae"])
 def test_update_matches_oracle(name):
     config = CONFIGS[name]
@@ -247,18 +264,7 @@ def test_update_matches_oracle(name):
         assert grad_norm > config.clip_norm  # this case exercises the clip
     else:
         assert grad_norm < config.clip_norm  # and this one does not
-    want = tf_rmsprop(
-        _leaves(state.params),
-        [g],
-        [config.lr],
-        decay=config.rms_decay,
-        eps=config.rms_eps,
-        clip=config.clip_norm,
-    )
-    for got, w, p0 in zip(_leaves(new_state.params), want, _leaves(state.params), strict=True):
-        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)
-        # The change itself, which is much smaller than the parameters.
-        np.testing.assert_allclose(got - p0, w - p0, rtol=2e-3, atol=2e-7)
+    assert_one_tf_rmsprop_step(config, state.params, new_state.params, g)
 
     np.testing.assert_allclose(metrics["policy_loss"], aux["policy_loss"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(metrics["value_loss"], aux["value_loss"], rtol=1e-5, atol=1e-6)
