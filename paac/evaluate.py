@@ -7,6 +7,7 @@ starts, the raw game score. Everything needed comes from the checkpoint itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -47,30 +48,67 @@ def _burn_in(frame: np.ndarray, text: str) -> np.ndarray:
     return np.asarray(img)
 
 
-def write_video(frames: list[np.ndarray], path: str, fps: int = 30) -> None:
-    """Writes RGB frames to ``path`` (.mp4 with ffmpeg, .gif with Pillow), atomically."""
-    root, suffix = os.path.splitext(path)
-    tmp = f"{root}.partial{suffix}"
-    try:
-        if suffix.lower() == ".gif":
-            from PIL import Image
+class VideoWriter:
+    """RGB frames to ``path`` as they come: .mp4 streamed to ffmpeg, .gif kept as palette
+    images (a third of the RGB frames' memory) until :meth:`close`. Written to a temporary
+    file that ``close`` renames into place; nothing is left behind on failure.
+    """
 
-            images = [Image.fromarray(f) for f in frames]
-            images[0].save(
-                tmp, save_all=True, append_images=images[1:], duration=1000 / fps, loop=0
-            )
-        else:
+    def __init__(self, path: str, fps: int = 30):
+        root, suffix = os.path.splitext(path)
+        self.path, self.fps, self.frames = path, fps, 0
+        self._tmp = f"{root}.partial{suffix}"
+        self._gif: list | None = [] if suffix.lower() == ".gif" else None
+        self._mp4 = None
+        if self._gif is None:
             import imageio.v2 as imageio
 
-            with warnings.catch_warnings():  # JAX warns on any fork; ffmpeg is fork + exec
-                warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
-                with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=2) as w:
-                    for f in frames:
-                        w.append_data(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+            with _no_fork_warning():
+                self._mp4 = imageio.get_writer(
+                    self._tmp, fps=fps, codec="libx264", macro_block_size=2
+                )
+
+    def add(self, frame: np.ndarray) -> None:
+        if self._gif is not None:
+            from PIL import Image
+
+            self._gif.append(Image.fromarray(frame).quantize(256))
+        else:
+            with _no_fork_warning():
+                self._mp4.append_data(frame)
+        self.frames += 1
+
+    def close(self) -> None:
+        """Finishes the file and renames it into place."""
+        try:
+            if self._gif is not None:
+                first, *rest = self._gif
+                duration = 1000 / self.fps
+                first.save(self._tmp, save_all=True, append_images=rest, duration=duration, loop=0)
+            else:
+                mp4, self._mp4 = self._mp4, None
+                mp4.close()
+            os.replace(self._tmp, self.path)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Drops what was written (the temporary file), as after a failure."""
+        self._gif = None
+        if self._mp4 is not None:
+            with contextlib.suppress(Exception):
+                self._mp4.close()
+            self._mp4 = None
+        if os.path.isfile(self._tmp):
+            os.remove(self._tmp)
+
+
+@contextlib.contextmanager
+def _no_fork_warning():
+    """JAX warns on any fork; ffmpeg is fork + exec."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+        yield
 
 
 def evaluate(
@@ -120,12 +158,10 @@ def evaluate(
     finally:
         env.close()
     problems = []
-    if video is not None:
-        try:
-            write_video(result["frames"], video)
-        except OSError as e:
-            problems.append(f"cannot write the video {video!r} ({e.strerror or e})")
-            video = None
+    recording = result["recording"]
+    if recording is not None and recording.problem:
+        problems.append(recording.problem)
+        video = None
     stats = {
         "checkpoint": where,
         "env": config.env,
@@ -144,8 +180,8 @@ def evaluate(
         "lengths": result["lengths"],
         "seconds": result["seconds"],
         "video": os.path.abspath(video) if video else None,
-        "video_frames": len(result["frames"]) if video else 0,
-        "video_game": result["video_game"],
+        "video_frames": recording.frames if video else 0,
+        "video_game": recording.game if video else None,  # (score, steps) of the recorded game
     }
     if write_json:
         out = os.path.join(run_dir_of(directory), f"eval-{step}.json")
@@ -158,6 +194,45 @@ def evaluate(
     return stats
 
 
+class _Recording:
+    """Environment 0's first game, framed as it is played, into a :class:`VideoWriter`;
+    a write that fails stops the recording and is kept as ``problem``."""
+
+    def __init__(self, path: str):
+        self.path, self.frames, self.problem = path, 0, None
+        self.game: tuple[float, int] | None = None  # (score, steps) once recorded
+        self._writer = None
+        self._try(lambda: setattr(self, "_writer", VideoWriter(path)))
+
+    @property
+    def on(self) -> bool:
+        return self._writer is not None
+
+    def add(self, env, score: float) -> None:
+        frame = _burn_in(env.render(env_ids=[0])[0], f"score {score:g}")
+        self._try(lambda: self._writer.add(frame))
+
+    def finish(self, game: tuple[float, int]) -> None:
+        writer, self._writer = self._writer, None
+        try:
+            writer.close()
+            self.frames, self.game = writer.frames, game
+        except (OSError, RuntimeError) as e:  # ffmpeg's failures come as either
+            self.problem = f"cannot write the video {self.path!r} ({e.strerror or e})"
+
+    def discard(self) -> None:
+        if self._writer is not None:
+            self._writer.discard()
+            self._writer = None
+
+    def _try(self, write) -> None:
+        try:
+            write()
+        except (OSError, RuntimeError) as e:
+            self.problem = f"cannot write the video {self.path!r} ({e.strerror or e})"
+            self.discard()
+
+
 def _play(env, act, params, episodes: int, n: int, seed: int, video: str | None) -> dict:
     quota = np.full(n, episodes // n) + (np.arange(n) < episodes % n)
     played = np.zeros(n, np.int64)
@@ -168,38 +243,40 @@ def _play(env, act, params, episodes: int, n: int, seed: int, video: str | None)
     game_lengths: list[int] = []
     key = jax.random.PRNGKey(seed)
     obs, _ = env.reset()
-    frames: list[np.ndarray] = []
-    recording = video is not None
-    video_game = None
-    if recording:
-        frames.append(_burn_in(env.render(env_ids=[0])[0], "score 0"))
+    recording = _Recording(video) if video is not None else None
+    if recording is not None and recording.on:
+        recording.add(env, 0)
     t0 = time.perf_counter()
-    while (played < quota).any():
-        actions, key = act(params, obs, key)
-        obs, reward, terminated, truncated, info = env.step(np.asarray(actions))
-        raw = np.asarray(info.get("reward", reward), np.float64)
-        over = np.asarray(info.get("terminated", terminated), bool) | np.asarray(truncated, bool)
-        returns += raw
-        lengths += ~done_before
-        if recording:
-            frames.append(_burn_in(env.render(env_ids=[0])[0], f"score {returns[0]:g}"))
-            if over[0]:
-                recording = False
-                video_game = (float(returns[0]), int(lengths[0]))
-        for i in np.flatnonzero(over):
-            if played[i] < quota[i]:
-                scores.append(float(returns[i]))
-                game_lengths.append(int(lengths[i]))
-                played[i] += 1
-        returns[over] = 0.0
-        lengths[over] = 0
-        done_before = np.asarray(terminated, bool) | np.asarray(truncated, bool)
+    try:
+        while (played < quota).any():
+            actions, key = act(params, obs, key)
+            obs, reward, terminated, truncated, info = env.step(np.asarray(actions))
+            raw = np.asarray(info.get("reward", reward), np.float64)
+            over = np.asarray(info.get("terminated", terminated), bool) | np.asarray(
+                truncated, bool
+            )
+            returns += raw
+            lengths += ~done_before
+            if recording is not None and recording.on:
+                recording.add(env, returns[0])
+                if over[0] and recording.on:
+                    recording.finish((float(returns[0]), int(lengths[0])))
+            for i in np.flatnonzero(over):
+                if played[i] < quota[i]:
+                    scores.append(float(returns[i]))
+                    game_lengths.append(int(lengths[i]))
+                    played[i] += 1
+            returns[over] = 0.0
+            lengths[over] = 0
+            done_before = np.asarray(terminated, bool) | np.asarray(truncated, bool)
+    finally:
+        if recording is not None:
+            recording.discard()  # a game cut short (Ctrl-C): no partial file left
     return {
         "scores": scores,
         "lengths": game_lengths,
         "seconds": time.perf_counter() - t0,
-        "frames": frames,  # of the recorded game
-        "video_game": video_game,  # (score, steps) of the recorded game
+        "recording": recording,
     }
 
 

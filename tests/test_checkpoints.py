@@ -371,6 +371,13 @@ def test_evaluate_reports_what_it_played_when_an_output_cannot_be_written(straig
     assert len(stats["problems"]) == 1 and "video" in stats["problems"][0]
     saved = json.loads((run / "eval-8000.json").read_text())
     assert saved["video"] is None and saved["scores"] == stats["scores"]
+    # An MP4 is streamed to ffmpeg while the game is played: failing to start it costs
+    # nothing else either.
+    (tmp_path / "play.partial.mp4").mkdir()
+    stats = evaluate(str(run), episodes=2, video=str(tmp_path / "play.mp4"), write_json=False)
+    assert len(stats["problems"]) == 1 and "play.mp4" in stats["problems"][0]
+    assert len(stats["scores"]) == 2 and stats["video"] is None
+    assert not (tmp_path / "play.mp4").exists()
 
 
 def test_evaluate_pong_checkpoint(tmp_path, script):
