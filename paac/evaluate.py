@@ -103,6 +103,11 @@ class VideoWriter:
             os.remove(self._tmp)
 
 
+def _reason(e: Exception) -> str:
+    """An OSError's strerror, else the exception's text (ffmpeg fails with RuntimeErrors)."""
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
 @contextlib.contextmanager
 def _no_fork_warning():
     """JAX warns on any fork; ffmpeg is fork + exec."""
@@ -218,7 +223,7 @@ class _Recording:
             writer.close()
             self.frames, self.game = writer.frames, game
         except (OSError, RuntimeError) as e:  # ffmpeg's failures come as either
-            self.problem = f"cannot write the video {self.path!r} ({e.strerror or e})"
+            self.problem = f"cannot write the video {self.path!r} ({_reason(e)})"
 
     def discard(self) -> None:
         if self._writer is not None:
@@ -229,7 +234,7 @@ class _Recording:
         try:
             write()
         except (OSError, RuntimeError) as e:
-            self.problem = f"cannot write the video {self.path!r} ({e.strerror or e})"
+            self.problem = f"cannot write the video {self.path!r} ({_reason(e)})"
             self.discard()
 
 

@@ -349,7 +349,9 @@ def test_evaluate_rejects_bad_video_path(straight, tmp_path):
     assert "is a directory" in line
 
 
-def test_evaluate_reports_what_it_played_when_an_output_cannot_be_written(straight, tmp_path):
+def test_evaluate_reports_what_it_played_when_an_output_cannot_be_written(
+    straight, tmp_path, monkeypatch
+):
     """The games are played before the outputs are written: a video or eval JSON that cannot
     be written costs neither the report nor the other output, and is named on stderr."""
     run = tmp_path / "run"
@@ -378,6 +380,20 @@ def test_evaluate_reports_what_it_played_when_an_output_cannot_be_written(straig
     assert len(stats["problems"]) == 1 and "play.mp4" in stats["problems"][0]
     assert len(stats["scores"]) == 2 and stats["video"] is None
     assert not (tmp_path / "play.mp4").exists()
+
+    # ffmpeg dying mid-game comes as a RuntimeError: the same.
+    from paac.evaluate import VideoWriter
+
+    def ffmpeg_dies(self, frame):
+        raise RuntimeError("ffmpeg exited with status 1")
+
+    monkeypatch.setattr(VideoWriter, "add", ffmpeg_dies)
+    shutil.rmtree(tmp_path / "play.partial.mp4")
+    stats = evaluate(str(run), episodes=2, video=str(tmp_path / "play.mp4"), write_json=False)
+    assert stats["problems"] == [
+        f"cannot write the video {str(tmp_path / 'play.mp4')!r} (ffmpeg exited with status 1)"
+    ]
+    assert len(stats["scores"]) == 2 and not list(tmp_path.glob("play*.mp4"))
 
 
 def test_evaluate_pong_checkpoint(tmp_path, script):
