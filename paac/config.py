@@ -274,12 +274,6 @@ def _validate(c: Config) -> None:
     if c.mode != "sync" and c.algo != "a2c":
         allowed = f"the async modes are for --algo a2c (got {c.algo!r}); use sync"
         raise _fail("mode", c.mode, allowed)
-    if c.num_threads > c.n_envs:
-        raise _fail(
-            "num_threads",
-            c.num_threads,
-            f"must be at most --n-envs={c.n_envs} (0: EnvPool chooses)",
-        )
     if c.workers is not None and c.n_envs % c.workers:
         raise _fail(
             "workers", c.workers, f"must divide --n-envs={c.n_envs} (each worker gets as many)"

@@ -82,7 +82,9 @@ def make_env(
     """
     import envpool
 
-    options: dict[str, Any] = dict(num_threads=num_threads)
+    # More threads than environments would only idle; EnvPool aborts the process when it
+    # cannot start them all (--num-threads 100000).
+    options: dict[str, Any] = dict(num_threads=min(num_threads, num_envs))
     if is_atari(env_id):
         options.update(
             episodic_life=episodic_life and training,

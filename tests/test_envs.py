@@ -50,6 +50,11 @@ def test_atari_training_and_evaluation_settings():
     flags = make_training_env(Config(env="Pong-v5", n_envs=2, reward_clip=False))
     assert (flags.spec.config.episodic_life, flags.spec.config.reward_clip) == (True, False)
     flags.close()
+    # More threads than environments: as many as there are (EnvPool aborted the process
+    # when it could not start 100,000).
+    flags = make_training_env(Config(env="Pong-v5", n_envs=2, num_threads=100_000))
+    assert flags.spec.config.num_threads == 2
+    flags.close()
     spec = env_spec(train_env)
     assert spec.obs_shape == (4, 84, 84) and spec.obs_dtype == np.uint8
     assert spec.num_actions == 6 and spec.is_image
