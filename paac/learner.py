@@ -132,24 +132,38 @@ def state_template(config: Config, network, spec: EnvSpec) -> LearnerState:
 
 
 def device_memory(device) -> int | None:
-    """Bytes of memory ``device`` has: its allocator's limit, or a CPU's physical memory."""
+    """Bytes of memory ``device`` has: its allocator's limit, or a CPU's physical memory
+    (or this process's cgroup limit, when lower)."""
     stats = device.memory_stats()
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"])
-    if device.platform == "cpu":
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return None
+    if device.platform != "cpu":
+        return None
+    limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                limits.append(int(f.read().strip()))
+        except (OSError, ValueError):  # absent, or "max"
+            pass
+    return min(limits)
+
+
+# An update holds the learner state about three times over: the state it was given (not
+# donated), the new one, and the gradients and optimiser temporaries (XLA's memory analysis
+# of the a3c and ga3c updates: 2.3-2.6x the state).
+UPDATE_MEMORY_FACTOR = 3
 
 
 def check_state_fits(config: Config, network, spec: EnvSpec, device=None) -> None:
-    """Refuses a learner state larger than the device's memory, naming the setting that
-    makes it so (the async modes hold many parameter versions), instead of an allocation
-    failure deep in XLA or the OOM killer."""
+    """Refuses a learner state that an update could not hold in the device's memory, naming
+    the setting that makes it so (the async modes hold many parameter versions), instead of
+    an allocation failure deep in XLA at the first update, or the OOM killer."""
     device = device or jax.local_devices()[0]
     template = state_template(config, network, spec)
     size = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
-    need, have = size(template), device_memory(device)
-    if have is None or need <= have:
+    state, have = size(template), device_memory(device)
+    if have is None or UPDATE_MEMORY_FACTOR * state <= have:
         return
     copies = ""
     if config.mode == "ga3c":
@@ -163,10 +177,11 @@ def check_state_fits(config: Config, network, spec: EnvSpec, device=None) -> Non
             f"{config.max_staleness + 1 + config.num_workers} "
         )
     if copies:
-        copies = f": {copies}copies of the {_bytes(size(template.params))} of parameters"
+        copies = f" ({copies}copies of the {_bytes(size(template.params))} of parameters)"
     raise ConfigError(
-        f"the learner state needs {_bytes(need)}{copies}, more than the {_bytes(have)} of "
-        f"memory of {device.device_kind} {device.id}"
+        f"the learner state is {_bytes(state)}{copies}, and an update holds it about "
+        f"{UPDATE_MEMORY_FACTOR} times over: more than the {_bytes(have)} of memory of "
+        f"{device.device_kind} {device.id}"
     )
 
 

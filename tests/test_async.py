@@ -305,8 +305,8 @@ def test_async_modes_reject_value_algos_and_uneven_workers():
 
 
 def test_a_ring_larger_than_memory_is_refused(script, tmp_path):
-    """Parameter versions the device cannot hold: one line naming the setting, before any
-    allocation (not XLA's out-of-memory error, nor the OOM killer)."""
+    """Parameter versions an update cannot hold in the device's memory: one line naming the
+    setting, before any allocation (not XLA's out-of-memory error, nor the OOM killer)."""
     from paac.learner import check_state_fits, device_memory
 
     network = make_network("mlp", NA)
@@ -320,6 +320,16 @@ def test_a_ring_larger_than_memory_is_refused(script, tmp_path):
         "--out-dir", str(tmp_path),
     )  # fmt: skip
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
-    assert out.stderr.startswith("paac: error: the learner state needs ")
-    assert f"--policy-lag={big} keeps {big + 1} copies" in out.stderr
+    assert out.stderr.startswith("paac: error: the learner state is ")
+    assert f"(--policy-lag={big} keeps {big + 1} copies" in out.stderr
     assert "more than the" in out.stderr and not os.listdir(tmp_path)
+    # An update holds the state about three times over: a ring of half the memory is
+    # refused, one of a quarter fits.
+    params = network.init(jax.random.PRNGKey(0), np.zeros((1, 4), np.float32))
+    version = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+    memory = device_memory(jax.local_devices()[0])
+    with pytest.raises(ConfigError, match="about 3 times over"):
+        lag = memory // 2 // version
+        check_state_fits(Config(**BASE, mode="ga3c", policy_lag=lag), network, SPEC)
+    lag = memory // 4 // version
+    check_state_fits(Config(**BASE, mode="ga3c", policy_lag=lag), network, SPEC)
