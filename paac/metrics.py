@@ -107,6 +107,7 @@ class TensorBoardWriter:
         ]
         summary = Summary(value=values)
         self._write(Event(wall_time=time.time(), step=int(row["step"]), summary=summary))
+        self._file.flush()  # one row per log interval: TensorBoard shows it at once
 
     def flush(self) -> None:
         self._file.flush()

@@ -219,6 +219,15 @@ def _tensorboard(run_dir):
     return points
 
 
+def test_tensorboard_rows_reach_the_file_as_they_are_written(tmp_path):
+    writer = TensorBoardWriter(str(tmp_path))
+    writer.write({"step": 80, "lr": 0.5, "score": None})
+    assert _tensorboard(tmp_path) == {("paac/lr", 80): 0.5}  # before any flush or close
+    writer.write({"step": 160, "lr": 0.25})
+    assert _tensorboard(tmp_path)[("paac/lr", 160)] == 0.25
+    writer.close()
+
+
 def test_a_checkpoint_never_gets_ahead_of_the_tensorboard_logs(tmp_path):
     """Killed the moment a checkpoint exists: TensorBoard already holds every row up to the
     checkpoint's step, the rows a resume from it keeps (it drops the later ones)."""
