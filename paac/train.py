@@ -198,16 +198,25 @@ class RunLock:
             except FileNotFoundError:
                 pass
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError:  # a full disk, say: let go of the lock, or a retry here is refused
+            os.close(fd)
+            raise
         self._fd = fd
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            os.remove(self.path)  # while still locked: a waiter then sees it is gone
-            os.close(self._fd)  # releases the lock
-            self._fd = None
+        if self._fd is None:
+            return
+        # While still locked, so that a waiter then sees it is gone; and only our own file
+        # (someone may have deleted it by hand, and another process made and locked a new one).
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(self.path).st_ino == os.fstat(self._fd).st_ino:
+                os.remove(self.path)
+        os.close(self._fd)  # releases the lock
+        self._fd = None
 
 
 def _read_pid(fd: int) -> int | None:

@@ -302,7 +302,7 @@ def test_a_second_ctrl_c_between_checkpoints_names_the_last_one(tmp_path, monkey
 
 
 def test_sigterm_during_start_up_is_reported(monkeypatch, capsys):
-    """SIGTERM before the training loop (creating environments, compiling) stops the start
+    """SIGTERM before the training loop (creating environments, restoring) stops the start
     with a line saying so and status 143, as Ctrl-C does with 130; it used to kill the
     process without a word."""
     import importlib
@@ -681,6 +681,32 @@ def test_run_lock_admits_one_of_many_starters(tmp_path):
         assert not lock_file.exists()
     assert most == 1
     assert all("being trained by" in e for e in errors)
+
+
+def test_run_lock_leaves_others_lock_files_alone(tmp_path, monkeypatch):
+    """A lock file deleted by hand and made again by another process is not ours to remove;
+    a lock whose pid cannot be written is let go of."""
+    from paac.train import RunLock
+
+    lock = RunLock(str(tmp_path)).__enter__()
+    os.remove(tmp_path / ".lock")
+    (tmp_path / ".lock").write_text("12345")  # another process's, now
+    lock.__exit__()
+    assert (tmp_path / ".lock").read_text() == "12345"
+    os.remove(tmp_path / ".lock")
+    with RunLock(str(tmp_path)):
+        os.remove(tmp_path / ".lock")  # gone by the end: nothing to remove, no error
+    assert not (tmp_path / ".lock").exists()
+
+    def full_disk(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "write", full_disk)
+        with pytest.raises(OSError, match="No space"):
+            RunLock(str(tmp_path)).__enter__()
+    with RunLock(str(tmp_path)):  # the failed attempt holds nothing
+        pass
 
 
 def test_run_lock_without_file_locks(tmp_path, monkeypatch, capsys):
