@@ -92,6 +92,8 @@ def run_benchmark(bench: BenchConfig) -> dict:
     try:
         spec = env_spec(env, config.env)
         check_arch(config, spec)
+        network = network_for(config, spec)
+        check_state_fits(config, network, spec)
     except ConfigError:
         env.close()
         raise
@@ -107,14 +109,8 @@ def run_benchmark(bench: BenchConfig) -> dict:
     env_sps = _timed(env_step, 2 * share, n)
 
     # 2. Compilation of act and update.
-    network = network_for(config, spec)
     algorithm = make_algorithm(config, network, spec)
     key = jax.random.PRNGKey(config.seed)
-    try:
-        check_state_fits(config, network, spec)
-    except ConfigError:
-        env.close()
-        raise
     state = init_state(config, network, spec, key)
     act = jax.jit(algorithm.act)
     update = jax.jit(algorithm.update)

@@ -103,6 +103,9 @@ class VideoWriter:
             os.remove(self._tmp)
 
 
+VIDEO_ERRORS = (OSError, RuntimeError)  # ffmpeg's failures come as either
+
+
 def _reason(e: Exception) -> str:
     """An OSError's strerror, else the exception's text (ffmpeg fails with RuntimeErrors)."""
     return getattr(e, "strerror", None) or str(e) or type(e).__name__
@@ -207,35 +210,37 @@ class _Recording:
         self.path, self.frames, self.problem = path, 0, None
         self.game: tuple[float, int] | None = None  # (score, steps) once recorded
         self._writer = None
-        self._try(lambda: setattr(self, "_writer", VideoWriter(path)))
+        try:
+            self._writer = VideoWriter(path)
+        except VIDEO_ERRORS as e:
+            self._failed(e)
 
     @property
     def on(self) -> bool:
         return self._writer is not None
 
     def add(self, env, score: float) -> None:
-        frame = _burn_in(env.render(env_ids=[0])[0], f"score {score:g}")
-        self._try(lambda: self._writer.add(frame))
+        try:
+            self._writer.add(_burn_in(env.render(env_ids=[0])[0], f"score {score:g}"))
+        except VIDEO_ERRORS as e:
+            self._failed(e)
 
     def finish(self, game: tuple[float, int]) -> None:
-        writer, self._writer = self._writer, None
         try:
-            writer.close()
-            self.frames, self.game = writer.frames, game
-        except (OSError, RuntimeError) as e:  # ffmpeg's failures come as either
-            self.problem = f"cannot write the video {self.path!r} ({_reason(e)})"
+            self._writer.close()
+            self.frames, self.game = self._writer.frames, game
+        except VIDEO_ERRORS as e:
+            self._failed(e)
+        self._writer = None
 
     def discard(self) -> None:
         if self._writer is not None:
             self._writer.discard()
             self._writer = None
 
-    def _try(self, write) -> None:
-        try:
-            write()
-        except (OSError, RuntimeError) as e:
-            self.problem = f"cannot write the video {self.path!r} ({_reason(e)})"
-            self.discard()
+    def _failed(self, e: Exception) -> None:
+        self.problem = f"cannot write the video {self.path!r} ({_reason(e)})"
+        self.discard()
 
 
 def _play(env, act, params, episodes: int, n: int, seed: int, video: str | None) -> dict:

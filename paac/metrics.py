@@ -56,13 +56,6 @@ class MetricsWriter:
         if self._tb is not None:
             self._tb.write(row)
 
-    def flush(self) -> None:
-        """Puts every row written so far on disk: a checkpoint must not get ahead of its
-        logs, which a resume from it keeps up to its step."""
-        self._file.flush()
-        if self._tb is not None:
-            self._tb.flush()
-
     def close(self) -> None:
         self._file.close()
         if self._tb is not None:
@@ -107,9 +100,8 @@ class TensorBoardWriter:
         ]
         summary = Summary(value=values)
         self._write(Event(wall_time=time.time(), step=int(row["step"]), summary=summary))
-        self._file.flush()  # one row per log interval: TensorBoard shows it at once
-
-    def flush(self) -> None:
+        # On disk at once: TensorBoard shows the row, and a checkpoint saved after it
+        # never gets ahead of it (a resume keeps the logs up to its step).
         self._file.flush()
 
     def close(self) -> None:

@@ -538,8 +538,6 @@ def _train(config, resume, start_update, env, spec, run_dir, progress, dp) -> Tr
             "episode_stats": stats.summary(),
             "walltime": time.perf_counter() - t_start,
         }
-        if writer is not None:
-            writer.flush()  # the logs up to this step are on disk before the checkpoint
         checkpointer.save(steps, state, carry.key, meta)  # on every process: orbax syncs
         last_save_step = steps
 
