@@ -29,6 +29,9 @@ class EvalArgs:
     """Environment and sampling seed (default: derived from the training seed)."""
     num_envs: int | None = None
     """Games played in parallel (default: min(episodes, 16))."""
+    fps: float | None = None
+    """Video frames (agent steps) per second (default: real time for Atari, 15 with frame
+    skip 4; else 30)."""
 
 
 def main() -> int:
@@ -40,7 +43,13 @@ def main() -> int:
 
     try:
         stats = evaluate(
-            args.path, args.episodes, args.greedy, args.seed, args.video, args.num_envs
+            args.path,
+            args.episodes,
+            args.greedy,
+            args.seed,
+            args.video,
+            args.num_envs,
+            fps=args.fps,
         )
     except ConfigError as e:
         print(f"paac: error: {e}", file=sys.stderr)

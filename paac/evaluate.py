@@ -19,11 +19,12 @@ import numpy as np
 
 from paac.checkpoints import config_from_meta, read_meta, restore, run_dir_of
 from paac.config import VALUE_ALGOS, ConfigError
-from paac.envs import check_arch, env_spec, make_env
+from paac.envs import check_arch, env_spec, is_atari, make_env
 from paac.learner import make_algorithm, network_for, state_template
 from paac.metrics import write_atomic
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
+ATARI_FPS = 60  # the Atari 2600's frame rate: an agent step of k frames lasts k / 60 s
 
 
 def _check_video_path(video: str) -> None:
@@ -34,6 +35,19 @@ def _check_video_path(video: str) -> None:
     parent = os.path.dirname(os.path.abspath(video))
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
         raise ConfigError(f"--video={video!r} is invalid: cannot write in {parent!r}")
+
+
+def _check_fps(fps: float | None) -> None:
+    if fps is not None and (
+        isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 1000
+    ):
+        raise ConfigError(f"--fps={fps!r} is invalid: must be a number in (0, 1000]")
+
+
+def video_fps(env_id: str, frame_skip: int | None) -> float:
+    """Real-time frames per second of a video with one frame per agent step: for Atari
+    60 / frame skip (15 with the usual skip of 4), else 30."""
+    return ATARI_FPS / frame_skip if is_atari(env_id) and frame_skip else 30.0
 
 
 def _burn_in(frame: np.ndarray, text: str) -> np.ndarray:
@@ -54,7 +68,7 @@ class VideoWriter:
     file that ``close`` renames into place; nothing is left behind on failure.
     """
 
-    def __init__(self, path: str, fps: int = 30):
+    def __init__(self, path: str, fps: float = 30):
         root, suffix = os.path.splitext(path)
         self.path, self.fps, self.frames = path, fps, 0
         self._tmp = f"{root}.partial{suffix}"
@@ -127,6 +141,7 @@ def evaluate(
     video: str | None = None,
     num_envs: int | None = None,
     write_json: bool = True,
+    fps: float | None = None,
 ) -> dict[str, Any]:
     """Plays ``episodes`` whole games with the policy of the checkpoint at ``path``.
 
@@ -134,7 +149,8 @@ def evaluate(
     directory. Games run on ``num_envs`` environments (default ``min(episodes, 16)``),
     each playing a fixed quota, so short games are not favoured. With ``video`` the
     first game of environment 0 is recorded at the game's native resolution with the
-    running score burned in. Returns the statistics, also written as
+    running score burned in, at ``fps`` frames per second (default: real time for Atari,
+    see :func:`video_fps`, else 30). Returns the statistics, also written as
     ``<run_dir>/eval-<step>.json``. An output that cannot be written (a read-only run
     directory, a full disk) loses nothing else: the statistics are returned with the reason
     in ``stats["problems"]``.
@@ -145,6 +161,7 @@ def evaluate(
         raise ConfigError(f"--num-envs={num_envs!r} is invalid: must be an integer >= 1")
     if video is not None:
         _check_video_path(video)
+    _check_fps(fps)
     meta, directory, step = read_meta(path)
     where = os.path.join(directory, str(step))
     config = config_from_meta(meta, where)
@@ -162,7 +179,9 @@ def evaluate(
         params = restore(directory, step, state_template(config, network, spec)).state.params
         greedy = greedy or config.algo in VALUE_ALGOS  # value-based agents are played greedily
         act = jax.jit(make_algorithm(config, network, spec).policy(greedy))
-        result = _play(env, act, params, episodes, n, seed, video)
+        if video is not None and fps is None:
+            fps = video_fps(config.env, env.config.get("frame_skip"))
+        result = _play(env, act, params, episodes, n, seed, video, fps)
     finally:
         env.close()
     problems = []
@@ -189,6 +208,7 @@ def evaluate(
         "seconds": result["seconds"],
         "video": os.path.abspath(video) if video else None,
         "video_frames": recording.frames if video else 0,
+        "video_fps": fps if video else None,
         "video_game": recording.game if video else None,  # (score, steps) of the recorded game
     }
     if write_json:
@@ -206,12 +226,12 @@ class _Recording:
     """Environment 0's first game, framed as it is played, into a :class:`VideoWriter`;
     a write that fails stops the recording and is kept as ``problem``."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, fps: float):
         self.path, self.frames, self.problem = path, 0, None
         self.game: tuple[float, int] | None = None  # (score, steps) once recorded
         self._writer = None
         try:
-            self._writer = VideoWriter(path)
+            self._writer = VideoWriter(path, fps)
         except VIDEO_ERRORS as e:
             self._failed(e)
 
@@ -243,7 +263,9 @@ class _Recording:
         self.discard()
 
 
-def _play(env, act, params, episodes: int, n: int, seed: int, video: str | None) -> dict:
+def _play(
+    env, act, params, episodes: int, n: int, seed: int, video: str | None, fps: float | None
+) -> dict:
     quota = np.full(n, episodes // n) + (np.arange(n) < episodes % n)
     played = np.zeros(n, np.int64)
     returns = np.zeros(n, np.float64)
@@ -253,7 +275,7 @@ def _play(env, act, params, episodes: int, n: int, seed: int, video: str | None)
     game_lengths: list[int] = []
     key = jax.random.PRNGKey(seed)
     obs, _ = env.reset()
-    recording = _Recording(video) if video is not None else None
+    recording = _Recording(video, fps) if video is not None else None
     if recording is not None and recording.on:
         recording.add(env, 0)
     t0 = time.perf_counter()
@@ -299,7 +321,10 @@ def format_report(stats: dict) -> str:
         f"  steps played {stats['steps']:,} in {stats['seconds']:.1f} s",
     ]
     if stats.get("video"):
-        lines.append(f"  video  {stats['video']} ({stats['video_frames']} frames)")
+        lines.append(
+            f"  video  {stats['video']} "
+            f"({stats['video_frames']} frames at {stats['video_fps']:g} fps)"
+        )
     if stats.get("json"):
         lines.append(f"  json   {stats['json']}")
     return "\n".join(lines)

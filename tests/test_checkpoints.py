@@ -341,9 +341,12 @@ def test_evaluate_cartpole_with_videos(straight, tmp_path):
     with Image.open(gif) as im:
         assert im.n_frames == frames == stats["video_frames"]
         assert im.size == (600, 400)
-    greedy = evaluate(straight.run_dir, episodes=2, greedy=True, video=str(mp4), seed=7)
+        assert im.info["duration"] == 30  # 1000 / 30 fps in the GIF's 10 ms units
+    assert stats["video_fps"] == 30 and f"({frames} frames at 30 fps)" in out.stdout
+    greedy = evaluate(straight.run_dir, episodes=2, greedy=True, video=str(mp4), seed=7, fps=10)
     video = iio.imread(mp4)
     assert video.shape[0] == greedy["video_game"][1] + 1 and video.shape[1:] == (400, 600, 3)
+    assert iio.immeta(mp4)["fps"] == 10 == greedy["video_fps"]
     assert greedy["policy"] == "greedy"
     assert set(os.listdir(tmp_path)) == {"play.gif", "play.mp4"}  # no partial files left
 
@@ -356,6 +359,9 @@ def test_evaluate_rejects_bad_video_path(straight, tmp_path):
     (tmp_path / "d.gif").mkdir()
     line = _one_error_line(_eval_cli(straight.run_dir, "--video", str(tmp_path / "d.gif")))
     assert "is a directory" in line
+    for fps in ("0", "-5", "1e9"):
+        line = _one_error_line(_eval_cli(straight.run_dir, "--video", "x.gif", "--fps", fps))
+        assert f"--fps={float(fps)!r} is invalid" in line
 
 
 def test_evaluate_reports_what_it_played_when_an_output_cannot_be_written(
@@ -406,13 +412,18 @@ def test_evaluate_reports_what_it_played_when_an_output_cannot_be_written(
 
 
 def test_evaluate_pong_checkpoint(tmp_path, script):
+    import imageio.v3 as iio
+
     out = script(
         "atari.py", "--env", "Pong-v5", "--n-envs", "2", "--total-steps", "20",
         "--out-dir", str(tmp_path), "--run-name", "p",
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    out = _eval_cli(str(tmp_path / "Pong-v5" / "p"), "--episodes", "1")
+    mp4 = tmp_path / "pong.mp4"
+    out = _eval_cli(str(tmp_path / "Pong-v5" / "p"), "--episodes", "1", "--video", str(mp4))
     assert out.returncode == 0, out.stderr
+    # One frame per agent step of 4 Atari frames: real time is 60 / 4 = 15 frames per second.
+    assert iio.immeta(mp4)["fps"] == 15 and "frames at 15 fps)" in out.stdout
     with open(tmp_path / "Pong-v5" / "p" / "eval-20.json") as f:
         stats = json.load(f)
     # A whole game of Pong without clipping: 21 points to one side, raw score in [-21, 21].
