@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import sys
 from typing import Any, NamedTuple
 
 import jax
@@ -72,7 +73,31 @@ class Restored(NamedTuple):
 def _ocp():
     import orbax.checkpoint as ocp
 
+    _ignore_closed_loop_callbacks()
     return ocp
+
+
+def _closed_loop_callback(unraisable) -> bool:
+    """A tensorstore read that outlived orbax's event loop calling back into it."""
+    err = unraisable.exc_value
+    return isinstance(err, RuntimeError) and str(err) == "Event loop is closed"
+
+
+def _ignore_closed_loop_callbacks() -> None:
+    """When orbax gives up on a damaged checkpoint, the reads still in flight finish after
+    its event loop has closed, and each callback's ``RuntimeError: Event loop is closed``
+    (dozens of them) would be printed after paac's one-line error. Those alone are dropped;
+    every other unraisable exception goes to the hook that was there before."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_paac_filter", False):
+        return
+
+    def hook(unraisable):
+        if not _closed_loop_callback(unraisable):
+            previous(unraisable)
+
+    hook._paac_filter = True
+    sys.unraisablehook = hook
 
 
 @contextlib.contextmanager
@@ -256,6 +281,8 @@ def _saved_learner(where: str):
         with _quiet():
             metadata = ocp.StandardCheckpointer().metadata(os.path.join(where, "state"))
         tree = getattr(metadata, "item_metadata", metadata)
+        if tree is None:  # orbax logs why and returns nothing
+            raise ValueError("its arrays' metadata cannot be read (files missing or damaged)")
         learner = tree["learner"]
         learner["params"]  # noqa: B018  (a KeyError here means no parameters were saved)
         return learner

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import jax
 import numpy as np
@@ -154,6 +155,29 @@ def test_bad_paths_and_corrupt_checkpoints(straight, tmp_path):
     with pytest.raises(CheckpointError, match="unreadable"):
         train(Config(**CARTPOLE, resume=str(run)), progress=False)
     assert _listing(run) == before  # nothing written, nothing touched
+    # Data files cut short: orbax gives up with reads still in flight, whose callbacks into
+    # its closed event loop printed dozens of tracebacks after the error line.
+    run = tmp_path / "truncated"
+    shutil.copytree(straight.run_dir, run)
+    for d, _, files in os.walk(run / "checkpoints" / "8000" / "state" / "d"):
+        for f in files:
+            os.truncate(os.path.join(d, f), 10)
+    line = _one_error_line(_eval_cli(str(run)))
+    assert "unreadable" in line and "files missing or damaged" in line
+
+
+def test_only_closed_loop_callbacks_are_silenced(monkeypatch):
+    from paac import checkpoints
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.exc_value))
+    checkpoints._ignore_closed_loop_callbacks()
+    checkpoints._ignore_closed_loop_callbacks()  # installed once
+    closed, other = RuntimeError("Event loop is closed"), RuntimeError("something else")
+    for err in (closed, other, ValueError("Event loop is closed")):
+        sys.unraisablehook(types.SimpleNamespace(exc_value=err))
+    assert [str(e) for e in seen] == ["something else", "Event loop is closed"]
+    assert isinstance(seen[1], ValueError)
 
 
 def test_conflicting_resume_is_refused_untouched(straight, tmp_path, script):
