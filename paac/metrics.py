@@ -125,13 +125,28 @@ def truncate_metrics(run_dir: str, step: int) -> int:
     path = os.path.join(run_dir, "metrics.csv")
     if not os.path.exists(path):
         return 0
+    cut = _drop_unfinished_line(path)
     upgrade_header(path)  # read the rows under the right column names
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     keep = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= step]
     if len(keep) < len(rows):
         _rewrite(path, keep)
-    return len(rows) - len(keep)
+    return len(rows) - len(keep) + cut
+
+
+def _drop_unfinished_line(path: str) -> int:
+    """Removes a last line without its newline: a row (or header) cut short when the
+    process was killed while writing it. Its values cannot be trusted (a step "2800" cut
+    to "28"), and the next row appended would continue that line. Returns the lines
+    removed (0 or 1)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data or data.endswith(b"\n"):
+        return 0
+    with open(path, "r+b") as f:
+        f.truncate(data.rfind(b"\n") + 1)
+    return 1
 
 
 def _rewrite(path: str, rows: list[dict]) -> None:

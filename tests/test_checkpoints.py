@@ -21,7 +21,7 @@ import pytest
 from paac import Config, ConfigError, train
 from paac.checkpoints import CheckpointError, locate, read_meta
 from paac.evaluate import evaluate
-from paac.metrics import TensorBoardWriter
+from paac.metrics import COLUMNS, MetricsWriter, TensorBoardWriter
 from tests.conftest import ROOT, run_script, script_env
 
 # Another process training a run: it takes the run's lock as train does, then waits.
@@ -591,8 +591,6 @@ def test_format_1_checkpoint_restores_and_resumes(straight, tmp_path):
 
 def test_metrics_header_is_upgraded(tmp_path):
     """A run logged by an older paac (fewer columns) keeps its rows under today's header."""
-    from paac.metrics import COLUMNS, MetricsWriter
-
     old = [c for c in COLUMNS if c not in ("q_mean", "epsilon")]
     path = tmp_path / "metrics.csv"
     path.write_text(",".join(old) + "\n" + ",".join(["1"] * len(old)) + "\n")
@@ -617,6 +615,29 @@ def test_metrics_header_is_upgraded(tmp_path):
     assert truncate_metrics(str(tmp_path), 2) == 1
     rows = _rows(tmp_path)
     assert [r["step"] for r in rows] == ["1", "2"] and rows[1]["epsilon"] == "0.25"
+
+
+def test_resume_drops_a_row_cut_short(tmp_path):
+    """A process killed while writing a row leaves it without its newline: "2800" may read
+    "28", and the resumed run's next row would continue that line."""
+    from paac.metrics import truncate_metrics
+
+    path = tmp_path / "metrics.csv"
+    full = [str(s) + "," * (len(COLUMNS) - 1) for s in (1000, 2000)]
+    path.write_text(",".join(COLUMNS) + "\n" + "\n".join(full) + "\n28")
+    assert truncate_metrics(str(tmp_path), 2000) == 1
+    writer = MetricsWriter(str(tmp_path), tensorboard=False)
+    writer.write({"step": 3000, "score": 1.5})
+    writer.close()
+    rows = _rows(tmp_path)
+    assert [(r["step"], r["score"]) for r in rows] == [("1000", ""), ("2000", ""), ("3000", "1.5")]
+    # A header cut short: the file starts again with a whole header.
+    path.write_text(",".join(COLUMNS)[:7])
+    assert truncate_metrics(str(tmp_path), 2000) == 1
+    writer = MetricsWriter(str(tmp_path), tensorboard=False)
+    writer.write({"step": 3000})
+    writer.close()
+    assert [r["step"] for r in _rows(tmp_path)] == ["3000"]
 
 
 def test_write_atomic_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
