@@ -76,7 +76,12 @@ def distributed_settings(
             f"${ENV_NUM_PROCESSES} and ${ENV_PROCESS_ID}): every process must know how "
             "many processes there are and which one it is"
         )
-    if count < 1 or not 0 <= pid < count:
+    if count < 1:
+        raise ConfigError(
+            f"--num-processes={count!r} is invalid (from the flag or ${ENV_NUM_PROCESSES}): "
+            "must be an integer >= 1"
+        )
+    if not 0 <= pid < count:
         raise ConfigError(
             f"--process-id={pid!r} is invalid: must be in [0, --num-processes={count})"
         )

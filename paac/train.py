@@ -371,6 +371,12 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
     process 0 alone writes the logs, the config and the run lock.
     """
     initialize(config.coordinator_address, config.num_processes, config.process_id)
+    if config.mode != "sync" and jax.process_count() > 1:  # processes set by $JAX_* alone
+        raise ConfigError(
+            f"--mode={config.mode!r} is invalid: the async modes run on one device in one "
+            f"process, and JAX's distributed runtime has {jax.process_count()} processes; "
+            "use --mode sync"
+        )
     # The async emulations run on one device; sync PAAC defaults to all of them.
     devices = 1 if config.mode != "sync" and config.devices is None else config.devices
     dp = DataParallel(config.n_envs, devices)

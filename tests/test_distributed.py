@@ -257,6 +257,10 @@ def test_multi_process_settings(monkeypatch):
     monkeypatch.setenv("JAX_PROCESS_ID", "1")
     assert distributed_settings() == ("10.0.0.1:1234", 2, 1)
     assert distributed_settings(process_id=0) == ("10.0.0.1:1234", 2, 0)  # flags win
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "0")
+    with pytest.raises(ConfigError, match=r"--num-processes=0 is invalid \(from the flag or "):
+        distributed_settings()
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
     monkeypatch.setenv("JAX_PROCESS_ID", "one")
     with pytest.raises(ConfigError, match=r"\$JAX_PROCESS_ID='one' is invalid"):
         distributed_settings()
@@ -268,25 +272,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(out_dir, run_name: str, *args: str) -> list[subprocess.Popen]:
-    """``experiments/control.py`` as processes 0 and 1 of a run on localhost."""
+def _launch(out_dir, run_name: str, *args: str, by_env: bool = False) -> list[subprocess.Popen]:
+    """``experiments/control.py`` as processes 0 and 1 of a run on localhost, told so by
+    the flags, or ``by_env`` by JAX's environment variables alone."""
     port = _free_port()
-    common = [
-        sys.executable, os.path.join(ROOT, "experiments", "control.py"),
-        "--out-dir", str(out_dir), "--run-name", run_name, *args,
-        "--coordinator-address", f"127.0.0.1:{port}", "--num-processes", "2",
-    ]  # fmt: skip
-    return [
-        subprocess.Popen(
-            [*common, "--process-id", str(i)],
-            cwd=ROOT,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for i in range(2)
-    ]
+    script = [sys.executable, os.path.join(ROOT, "experiments", "control.py")]
+    common = [*script, "--out-dir", str(out_dir), "--run-name", run_name, *args]
+    procs = []
+    for i in range(2):
+        env, argv = _env(), list(common)
+        settings = {
+            "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+            "JAX_NUM_PROCESSES": "2",
+            "JAX_PROCESS_ID": str(i),
+        }
+        if by_env:
+            env.update(settings)
+        else:
+            argv += ["--coordinator-address", settings["JAX_COORDINATOR_ADDRESS"]]
+            argv += ["--num-processes", "2", "--process-id", str(i)]
+        procs.append(
+            subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    return procs
 
 
 def _finish(procs: list[subprocess.Popen], timeout: float = 240) -> list[str]:
@@ -357,6 +367,19 @@ def test_two_processes_resume_as_one(two_processes, one_device, tmp_path):
     assert os.stat(os.path.join(run_dir, "checkpoints", "2000")).st_mtime_ns == kept
     _assert_same_rows(_rows(run_dir), _rows(one_device.run_dir))
     _assert_close(_leaves(_final_state(run_dir)), _leaves(one_device.state))
+
+
+def test_async_mode_over_processes_set_by_environment_is_refused(tmp_path):
+    """Processes given by $JAX_* alone (no flags for Config to check): the async mode is
+    named, not a --devices the user never gave."""
+    procs = _launch(tmp_path, "a3c", "--mode", "a3c", "--n-envs", "8", by_env=True)
+    errs = _finish(procs, timeout=120)
+    assert [p.returncode for p in procs] == [2, 2], errs
+    for err in errs:
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("paac: error: --mode='a3c' is invalid")
+        assert "2 processes" in lines[0]
+    assert not os.path.exists(tmp_path / "CartPole-v1" / "a3c")
 
 
 def test_a_signal_to_one_process_stops_both(tmp_path):
