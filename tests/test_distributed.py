@@ -98,6 +98,43 @@ def _atari_updates(devices: int | None, updates: int = 2) -> list[np.ndarray]:
     return _leaves(state)
 
 
+def _shard_shapes() -> dict[str, list]:
+    """What each device holds of the observations inside the jitted act and update of a
+    ``DataParallel(8)`` (all devices): shapes as the compiled computations see them."""
+    dp, t, n = DataParallel(8), 5, 8
+    seen: dict[str, list] = {}
+
+    def record(name, x):
+        shape = x.shape
+        jax.debug.inspect_array_sharding(
+            x, callback=lambda s: seen.setdefault(name, list(s.shard_shape(shape)))
+        )
+
+    def act(state, obs, key):
+        record("act_obs", obs)
+        return obs[:, 0].astype(np.int32), key
+
+    def update(state, batch):
+        record("update_obs", batch.obs)
+        record("update_bootstrap_obs", batch.bootstrap_obs)
+        return state, {}
+
+    state, key = dp.replicate({"w": np.zeros(3, np.float32)}), jax.random.PRNGKey(0)
+    dp.jit_act(act)(state, np.zeros((n, 4), np.float32), key)
+    zeros = np.zeros((t, n), np.float32)
+    batch = Batch(
+        obs=np.zeros((t, n, 4), np.float32),
+        action=zeros.astype(np.int32),
+        reward=zeros,
+        terminated=zeros.astype(bool),
+        truncated=zeros.astype(bool),
+        mask=zeros,
+        bootstrap_obs=np.zeros((n, 4), np.float32),
+    )
+    dp.jit_update(update)(state, batch)
+    return seen
+
+
 def two_device_results(out: str) -> None:
     """Run in the two-device subprocess: the runs to compare, and the errors, into ``out``."""
     assert jax.device_count() == 2
@@ -108,6 +145,7 @@ def two_device_results(out: str) -> None:
         results[name]["devices"] = len(jax.tree.leaves(run.state)[0].sharding.device_set)
         np.savez(os.path.join(out, f"{name}.npz"), *_leaves(run.state))
     np.savez(os.path.join(out, "atari.npz"), *_atari_updates(2))
+    results["shards"] = _shard_shapes()
     # An async emulation with --devices left at its default runs on one device.
     a3c = dict(CARTPOLE, total_steps=400, mode="a3c", workers=2)
     run = train(Config(**a3c, out_dir=out, run_name="a3c"), progress=False)
@@ -155,6 +193,9 @@ def test_two_devices_train_as_one(two_devices, one_device, tmp_path):
     device: parameters, optimiser state, target network and the logged numbers."""
     out, results = two_devices
     assert results["a2c"]["devices"] == results["sarsa"]["devices"] == 2
+    # Each device acts on and learns from its own half of the environments.
+    shards = results["shards"]
+    assert shards == {"act_obs": [4, 4], "update_obs": [5, 4, 4], "update_bootstrap_obs": [4, 4]}
     theirs = np.load(os.path.join(out, "a2c.npz"))
     _assert_close([theirs[k] for k in theirs.files], _leaves(one_device.state))
     assert results["a2c"]["episodes"] == one_device.episodes > 0
