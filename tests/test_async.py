@@ -180,6 +180,15 @@ def test_a3c_applies_each_workers_gradient_at_its_stale_copy(staleness):
     assert float(metrics[-1]["staleness"]) > 0
 
 
+def _decided(params):
+    """``params`` with a policy head that always picks action 0 (logits 50 vs -50): acting
+    with them instead of the intended version shows in the actions, although the versions'
+    near-uniform logits alone would sample the same actions."""
+    params = jax.tree_util.tree_map(lambda x: x, params)  # a copy to change
+    params["params"]["Dense_0"]["bias"] = jnp.array([50.0, -50.0])
+    return params
+
+
 def test_a3c_acts_with_each_workers_copy():
     config = Config(**BASE, mode="a3c", workers=2, staleness="fixed", max_staleness=2)
     network, state, update, act = _setup(config)
@@ -196,6 +205,10 @@ def test_a3c_acts_with_each_workers_copy():
         logits.append(network.apply(params, obs[2 * i : 2 * i + 2])[0])
     _, sample_key = jax.random.split(key)
     want = jax.random.categorical(sample_key, jnp.concatenate(logits)).astype(jnp.int32)
+    np.testing.assert_array_equal(np.asarray(actions), np.asarray(want))
+    # The current parameters play no part in acting.
+    assert np.asarray(want).any()
+    actions, _ = act(state._replace(params=_decided(state.params)), obs, key)
     np.testing.assert_array_equal(np.asarray(actions), np.asarray(want))
 
 
@@ -247,6 +260,9 @@ def test_ga3c_acts_with_the_params_of_lag_updates_ago():
     for k in range(5):
         actions, _ = act(state, obs, key)
         want, _ = L.make_act(network)(history[max(k - lag, 0)], obs, key)
+        np.testing.assert_array_equal(np.asarray(actions), np.asarray(want))
+        assert np.asarray(want).any()  # so that acting with _decided params would show
+        actions, _ = act(state._replace(params=_decided(state.params)), obs, key)
         np.testing.assert_array_equal(np.asarray(actions), np.asarray(want))
         state, m = update(state, make_batch(k))
         history.append(state.params)

@@ -230,6 +230,25 @@ def test_update_wiring_against_the_oracle(algo, arch):
     assert_one_tf_rmsprop_step(config, state.params, new_state.params, grads, atol=1e-7)
 
 
+@pytest.mark.parametrize("update_count,eps", [(2, 0.5), (3, 0.25)])
+def test_act_anneals_epsilon_over_all_environments_steps(update_count, eps):
+    """Mid-anneal: epsilon falls from 1 to its final value (0 here) over agent steps summed
+    over the environments (update_count x n_e x t_max = 20 per update, over 80 steps). A
+    random action is the greedy one half the time with 2 actions: eps / 2 differ."""
+    _, algorithm, state = _setup(
+        "q", final_epsilons=(0.0,), final_epsilon_probs=(1.0,), epsilon_anneal_steps=80
+    )
+    state = state._replace(update_count=np.int32(update_count))
+    obs = np.random.default_rng(2).normal(size=(4, 4)).astype(np.float32)
+    greedy, _ = algorithm.policy(True)(state.params, obs, None)
+    act = jax.jit(algorithm.act)
+    key, differs = jax.random.PRNGKey(4), 0
+    for _ in range(1000):
+        actions, key = act(state, obs, key)
+        differs += int(np.sum(np.asarray(actions) != np.asarray(greedy)))
+    assert abs(differs / 4000 - eps / 2) < 0.03
+
+
 def test_each_environment_gets_its_final_epsilon():
     _, algorithm, state = _setup("q", epsilon_anneal_steps=20)
     final = np.array([0.0, 1.0, 0.0, 1.0], np.float32)
