@@ -263,13 +263,22 @@ def plot_runs(
 
 
 def _disambiguate(runs: list[RunCurves], run_dirs: list[str]) -> list[RunCurves]:
-    """Adds the directory name to default labels that two or more runs share."""
-    counts: dict[str, int] = {}
-    for r in runs:
-        counts[r.label] = counts.get(r.label, 0) + 1
-    out = []
-    for r, d in zip(runs, run_dirs, strict=True):
-        if counts[r.label] > 1:
-            r = r._replace(label=f"{r.label} ({os.path.basename(os.path.normpath(d))})")
-        out.append(r)
+    """Adds to default labels that two or more runs share the part of each run's path that
+    tells them apart: the directory name, or more of the path where the names are the same
+    too (``cmp1/sync-s0`` and ``cmp2/sync-s0``)."""
+    paths = [os.path.abspath(d) for d in run_dirs]
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(runs):
+        groups.setdefault(r.label, []).append(i)
+    out = list(runs)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        names = [os.path.basename(paths[i]) for i in members]
+        distinct = {paths[i] for i in members}
+        if len(set(names)) < len(names) and len(distinct) > 1:
+            common = os.path.commonpath(sorted(distinct))
+            names = [os.path.relpath(paths[i], common) for i in members]
+        for i, name in zip(members, names, strict=True):
+            out[i] = runs[i]._replace(label=f"{runs[i].label} ({name})")
     return out

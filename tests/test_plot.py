@@ -195,6 +195,29 @@ def test_plot_runs_draws_the_smoothed_scores_of_each_run(tmp_path, two_runs, mon
     assert len(ax_steps.lines) == len(ax_time.lines) == 4
 
 
+def test_shared_default_labels_get_what_tells_the_runs_apart(tmp_path):
+    from paac.plot import _disambiguate
+
+    config = {"env": "CartPole-v1", "arch": "mlp", "seed": 0}
+    lines = [metrics_line(100, 1.0, 5.0)]
+    dirs = [
+        make_run(tmp_path / "cmp1", "sync-s0", lines, config),
+        make_run(tmp_path / "cmp2", "sync-s0", lines, config),
+        make_run(tmp_path / "cmp2", "a3c-s0", lines, config),
+        make_run(tmp_path, "other", lines, dict(config, seed=1)),
+    ]
+    runs = _disambiguate([load_run(d) for d in dirs], [str(d) for d in dirs])
+    assert [r.label for r in runs] == [
+        "CartPole-v1 mlp s0 (cmp1/sync-s0)",
+        "CartPole-v1 mlp s0 (cmp2/sync-s0)",
+        "CartPole-v1 mlp s0 (cmp2/a3c-s0)",
+        "CartPole-v1 mlp s1",  # its own label: left alone
+    ]
+    runs = _disambiguate([load_run(d) for d in dirs[1:3]], [str(d) for d in dirs[1:3]])
+    labels = [r.label for r in runs]
+    assert labels == ["CartPole-v1 mlp s0 (sync-s0)", "CartPole-v1 mlp s0 (a3c-s0)"]
+
+
 def test_plot_runs_labels_and_output_format(tmp_path, two_runs):
     assert plot_runs(two_runs[:1], tmp_path / "one", labels=["seed 0"]) == str(tmp_path / "one.png")
     assert (tmp_path / "one.png").read_bytes()[:8] == PNG_SIGNATURE
