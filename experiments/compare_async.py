@@ -15,7 +15,12 @@ import os
 import sys
 
 from paac.cli import parse_config
-from paac.compare import ComparisonInterrupted, run_comparison, write_comparison
+from paac.compare import (
+    ComparisonInterrupted,
+    make_compare_dir,
+    run_comparison,
+    write_comparison,
+)
 from paac.config import ConfigError
 from paac.presets import defaults_for
 
@@ -28,28 +33,30 @@ def main(argv=None) -> int:
     from paac.xla_cpu import enable_ynn
 
     enable_ynn()
-    pre = argparse.ArgumentParser(description=__doc__, add_help=False)
-    pre.add_argument("--modes", nargs="+", default=["sync", "a3c", "ga3c"])
-    pre.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    pre.add_argument("--compare-dir", default=None)
-    pre.add_argument("--env", default="CartPole-v1")
-    known, rest = pre.parse_known_args(argv)
+    try:
+        known, rest = _parse_own_flags(argv)
+    except ConfigError as e:
+        print(f"paac: error: {e}", file=sys.stderr)
+        return 2
     base = defaults_for(known.env)
     if base.arch == "mlp":
         base = dataclasses.replace(base, **COMPARE_CONTROL)
     config = parse_config(base, ["--env", known.env, *rest], description=__doc__)
     out = known.compare_dir or os.path.join(config.out_dir, "compare", config.env)
     try:
-        os.makedirs(out, exist_ok=True)
+        make_compare_dir(out)
         results = run_comparison(config, out, known.modes, known.seeds)
     except ConfigError as e:
         print(f"paac: error: {e}", file=sys.stderr)
         return 2
     except ComparisonInterrupted as e:
-        print(
-            f"paac: comparison stopped in {e.run_dir}; run the same command again to go on",
-            file=sys.stderr,
-        )
+        if e.resumable:
+            how = "; run the same command again to go on"
+        else:  # a second Ctrl-C: the run saved no checkpoint, and a rerun would refuse it
+            how = (
+                f" before it saved a checkpoint: delete {e.run_dir} and run the same command again"
+            )
+        print(f"paac: comparison stopped in {e.run_dir}{how}", file=sys.stderr)
         return 128 + int(e.signum)
     except KeyboardInterrupt:  # before a run's training started
         print("paac: comparison stopped; run the same command again to go on", file=sys.stderr)
@@ -59,6 +66,30 @@ def main(argv=None) -> int:
         print(f.read(), end="")
     print(f"paac: comparison written to {png} and {md}", file=sys.stderr)
     return 0
+
+
+def _parse_own_flags(argv) -> tuple[argparse.Namespace, list[str]]:
+    """This script's flags (the rest are training flags); bad values are a ConfigError,
+    reported in one line as paac.cli reports the training flags."""
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    pre.add_argument("--modes", nargs="+", default=["sync", "a3c", "ga3c"])
+    pre.add_argument("--seeds", nargs="+", default=["0", "1", "2"])
+    pre.add_argument("--compare-dir", default=None)
+    pre.add_argument("--env", default="CartPole-v1")
+    try:
+        known, rest = pre.parse_known_args(argv)
+    except argparse.ArgumentError as e:
+        raise ConfigError(f"{e}") from None
+    seeds = []
+    for seed in known.seeds:
+        try:
+            seeds.append(int(seed))
+        except ValueError:
+            raise ConfigError(
+                f"--seeds={known.seeds!r} is invalid: {seed!r} is not an integer"
+            ) from None
+    known.seeds = seeds
+    return known, rest
 
 
 if __name__ == "__main__":

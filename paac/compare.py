@@ -6,7 +6,8 @@ in its directory:
 
 * ``runs/<env>/<mode>-s<seed>/``: each training run (metrics, checkpoints);
 * ``comparison.png``: score (mean of the last 20 games) against environment steps, one
-  curve per mode: the mean over seeds and a band from the lowest to the highest seed;
+  curve per mode: the mean over seeds and a band from the lowest to the highest seed (a
+  run that stopped early at ``--target-score`` keeps its last score to the end);
 * ``comparison.md``: a Markdown table of final scores and steps/s per mode;
 * ``comparison.json``: the same figures per run.
 
@@ -44,6 +45,7 @@ class RunSummary(NamedTuple):
     steps_per_second: float  # environment steps over wall time, compilation included
     curve_steps: np.ndarray  # steps of the rows where score_last20 is known
     curve_scores: np.ndarray  # score_last20 of those rows
+    episodes: int = 0  # games finished by the end
 
 
 def mode_label(config: Config) -> str:
@@ -72,7 +74,7 @@ def read_run(run_dir: str, mode: str, seed: int) -> RunSummary:
     """The summary of a finished run from its ``metrics.csv``."""
     path = os.path.join(run_dir, "metrics.csv")
     try:
-        rows = read_metrics(path, ("score_last20",))
+        rows = read_metrics(path, ("score_last20", "episodes"))
     except PlotError as e:
         raise ConfigError(str(e)) from None
     if rows["step"].size == 0:
@@ -83,17 +85,40 @@ def read_run(run_dir: str, mode: str, seed: int) -> RunSummary:
     walltime = float(rows["walltime"][-1])
     total = int(rows["step"][-1])
     sps = total / walltime if walltime > 0 else math.nan
-    return RunSummary(mode, seed, run_dir, total, final, sps, rows["step"][known], scores[known])
+    episodes = 0 if np.isnan(rows["episodes"][-1]) else int(rows["episodes"][-1])
+    curve_steps, curve_scores = rows["step"][known], scores[known]
+    return RunSummary(mode, seed, run_dir, total, final, sps, curve_steps, curve_scores, episodes)
 
 
 class ComparisonInterrupted(Exception):
-    """A signal (Ctrl-C, SIGTERM) stopped one of the comparison's runs: it saved a
-    checkpoint, and running the comparison again resumes it."""
+    """A signal (Ctrl-C, SIGTERM) stopped one of the comparison's runs. With ``resumable``
+    running the comparison again goes on (from the run's checkpoint, or from its start if
+    it wrote nothing yet); without, the run saved no checkpoint (a second Ctrl-C) and its
+    directory must be deleted first."""
 
-    def __init__(self, run_dir: str, signum: int):
+    def __init__(self, run_dir: str, signum: int, resumable: bool = True):
         super().__init__(f"{run_dir} stopped by signal {signum}")
         self.run_dir = run_dir
         self.signum = signum
+        self.resumable = resumable
+
+
+def make_compare_dir(out_dir: str) -> None:
+    """Creates ``out_dir`` (the ``--compare-dir``) if needed; a ConfigError if it cannot be
+    created or written."""
+    import tempfile
+
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError(f"--compare-dir={out_dir!r} is invalid: it is not a directory")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        why = e.strerror or str(e)
+        raise ConfigError(
+            f"--compare-dir={out_dir!r} is invalid: cannot create or write it ({why})"
+        ) from None
 
 
 def run_comparison(
@@ -141,34 +166,74 @@ def run_comparison(
                     print(f"paac: {name}: resuming ({mode_label(config)})", flush=True)
                 else:
                     print(f"paac: {name}: training ({mode_label(config)})", flush=True)
-                result = train(config, progress=progress)
+                try:
+                    result = train(config, progress=progress)
+                except KeyboardInterrupt:  # before the run's training loop began
+                    raise _interrupted(run_dir, config, signal.SIGINT) from None
                 if result.interrupted:
-                    raise ComparisonInterrupted(run_dir, result.signal or signal.SIGINT)
+                    raise _interrupted(run_dir, config, result.signal or signal.SIGINT)
             results.append(read_run(run_dir, mode, seed))
     return results
 
 
-def _status(run_dir: str, config: Config) -> str:
-    """``new`` (nothing there), ``finished`` (this configuration's run, trained to its end)
-    or ``unfinished`` (this configuration's run, stopped with a checkpoint to resume)."""
-    from paac.checkpoints import CHECKPOINT_SUBDIR, holds_checkpoint
+def _interrupted(run_dir: str, config: Config, signum: int) -> ComparisonInterrupted:
+    """The stop of ``run_dir``'s run, resumable if running the comparison again goes on."""
+    try:
+        _status(run_dir, config)
+    except ConfigError:  # no checkpoint to resume, and a run that a new one may not replace
+        return ComparisonInterrupted(run_dir, signum, resumable=False)
+    return ComparisonInterrupted(run_dir, signum)
+
+
+def _saved_config(run_dir: str) -> Config | None:
+    """The config of the run in ``run_dir`` (None if it has none), read as
+    :func:`paac.checkpoints.config_from_meta` reads a checkpoint's: keys that this version
+    does not know are dropped; a file that holds no valid config is a ConfigError."""
+    path = os.path.join(run_dir, "config.json")
+
+    def invalid(why: str) -> ConfigError:
+        return ConfigError(
+            f"{path!r} holds no valid run config ({why}): delete {run_dir!r} or choose another "
+            "--compare-dir"
+        )
 
     try:
-        with open(os.path.join(run_dir, "config.json")) as f:
+        with open(path) as f:
             saved = json.load(f)
     except OSError:
+        return None
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise invalid(f"not JSON: {e}") from None
+    if not isinstance(saved, dict):
+        raise invalid("not a JSON object")
+    known = {f.name for f in dataclasses.fields(Config)}
+    try:
+        return Config(**{k: v for k, v in saved.items() if k in known})
+    except (ConfigError, TypeError, ValueError) as e:
+        raise invalid(str(e)) from None
+
+
+def _status(run_dir: str, config: Config) -> str:
+    """``new`` (nothing there), ``finished`` (this configuration's run, trained to its end
+    or stopped at its target score) or ``unfinished`` (this configuration's run, stopped
+    with a checkpoint to resume)."""
+    from paac.checkpoints import CHECKPOINT_SUBDIR, holds_checkpoint
+    from paac.envs import EpisodeStats
+
+    saved = _saved_config(run_dir)
+    if saved is None:
         return "new"
-    except ValueError:
-        saved = None
-    if saved is None or _comparable(Config(**saved)) != _comparable(config):
+    if _comparable(saved) != _comparable(config):
         raise ConfigError(
             f"{run_dir!r} holds a run of another configuration: choose another --compare-dir"
         )
     summary = read_run(run_dir, config.mode, config.seed)
+    # Training stops at the target once a whole window of games (20) is in the mean.
     reached = (
         config.target_score is not None
         and summary.final_score is not None
-        and (summary.final_score >= config.target_score)
+        and summary.episodes >= EpisodeStats(num_envs=1).window
+        and summary.final_score >= config.target_score
     )
     if summary.steps >= config.num_updates * config.batch_size or reached:
         return "finished"
@@ -186,12 +251,14 @@ def _curve_grid(results: Sequence[RunSummary]) -> np.ndarray:
 
 
 def _on_grid(run: RunSummary, grid: np.ndarray) -> np.ndarray:
-    """The run's score_last20 at each grid step (the last known value; NaN before it)."""
+    """The run's score_last20 at each grid step: the last known value, held past the run's
+    end (the runs of a comparison share ``total_steps``: one that ended sooner reached
+    ``--target-score``, and stays in the mean and the band); NaN before its first score."""
     out = np.full(grid.shape, np.nan)
     if run.curve_steps.size == 0:
         return out
     idx = np.searchsorted(run.curve_steps, grid, side="right") - 1
-    known = (idx >= 0) & (grid <= run.steps)
+    known = idx >= 0
     out[known] = run.curve_scores[idx[known]]
     return out
 
