@@ -71,7 +71,7 @@ def main(argv=None) -> int:
 def _parse_own_flags(argv) -> tuple[argparse.Namespace, list[str]]:
     """This script's flags (the rest are training flags); bad values are a ConfigError,
     reported in one line as paac.cli reports the training flags."""
-    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False, allow_abbrev=False)
     pre.add_argument("--modes", nargs="+", default=["sync", "a3c", "ga3c"])
     pre.add_argument("--seeds", nargs="+", default=["0", "1", "2"])
     pre.add_argument("--compare-dir", default=None)
@@ -89,6 +89,11 @@ def _parse_own_flags(argv) -> tuple[argparse.Namespace, list[str]]:
                 f"--seeds={known.seeds!r} is invalid: {seed!r} is not an integer"
             ) from None
     known.seeds = seeds
+    for own, training in (("--seeds", "--seed"), ("--modes", "--mode")):
+        if any(a == training or a.startswith(f"{training}=") for a in rest):
+            raise ConfigError(
+                f"{training} is invalid here: the comparison sets it for each run; use {own}"
+            )
     return known, rest
 
 

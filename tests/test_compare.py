@@ -136,12 +136,16 @@ def test_compare_async_writes_plot_and_table(script, tmp_path):
         (("--modes", "sync", "a3c", "sync"), "['sync'] given more than once"),
         (("--seeds", "0", "x"), "--seeds=['0', 'x'] is invalid: 'x' is not an integer"),
         (("--compare-dir", "/proc/nope"), "--compare-dir='/proc/nope' is invalid: cannot "),
+        (("--seed", "5"), "--seed is invalid here: the comparison sets it for each run"),
+        (("--mode=a3c",), "--mode is invalid here: the comparison sets it for each run"),
     ],
 )
 def test_compare_async_bad_input(script, tmp_path, args, message):
     out = script("compare_async.py", "--compare-dir", str(tmp_path), *args, timeout=120)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
     assert out.stderr.count("\n") == 1, out.stderr  # one line, no usage block
+    if "invalid here" in message:
+        assert out.stderr.rstrip().endswith(f"use {args[0].split('=')[0]}s")
 
 
 def _compare_script():
