@@ -12,6 +12,7 @@ Options of this script: --modes (default: sync a3c ga3c), --seeds (default: 0 1 
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 
 from paac.cli import parse_config
@@ -23,6 +24,7 @@ from paac.compare import (
 )
 from paac.config import ConfigError
 from paac.presets import defaults_for
+from paac.signals import Terminated, raising, take_pending
 
 # CartPole: 300k steps each, and the published A3C/PAAC gradient clip (40) for every mode,
 # since a3c clips each worker's own (noisier) gradient; see the README.
@@ -30,6 +32,16 @@ COMPARE_CONTROL = dict(total_steps=300_000, clip_norm=40.0)
 
 
 def main(argv=None) -> int:
+    try:
+        with raising():  # training installs its own handlers while it runs
+            return _main(argv)
+    except (KeyboardInterrupt, Terminated) as e:  # between runs
+        take_pending()
+        print("paac: comparison stopped; run the same command again to go on", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+
+
+def _main(argv) -> int:
     from paac.xla_cpu import enable_ynn
 
     enable_ynn()
@@ -58,9 +70,6 @@ def main(argv=None) -> int:
             )
         print(f"paac: comparison stopped in {e.run_dir}{how}", file=sys.stderr)
         return 128 + int(e.signum)
-    except KeyboardInterrupt:  # before a run's training started
-        print("paac: comparison stopped; run the same command again to go on", file=sys.stderr)
-        return 130
     png, md, _ = write_comparison(results, config, out)
     with open(md) as f:
         print(f.read(), end="")

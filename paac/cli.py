@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 
 from paac.config import Config, ConfigError, flag
+from paac.signals import Terminated, raising, take_pending
 
 
 def parse_config(
@@ -88,6 +88,20 @@ def join_processes(default: Config, args: Sequence[str] | None = None) -> bool:
 
 
 def main(default: Config, args: Sequence[str] | None = None, description: str = "") -> int:
+    # Until training installs its own handlers (which stop at safe points while the run is
+    # set up, then after the update in progress, and save), Ctrl-C and SIGTERM stop the
+    # start-up with a line saying so.
+    try:
+        with raising():
+            return _main(default, args, description)
+    except (KeyboardInterrupt, Terminated) as e:  # before training started (or a 2nd Ctrl-C)
+        take_pending()
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"paac: {what} before any checkpoint of this start", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+
+
+def _main(default: Config, args: Sequence[str] | None, description: str) -> int:
     from paac.xla_cpu import enable_ynn
 
     enable_ynn()  # before JAX starts its backends (reading a --resume checkpoint starts them)
@@ -99,30 +113,9 @@ def main(default: Config, args: Sequence[str] | None = None, description: str = 
     config = parse_config(default, args, description)
     from paac.train import train
 
-    # Until training installs its own handlers (which stop after the update in progress and
-    # save), SIGTERM stops the start-up as Ctrl-C does, with a line saying so.
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         result = train(config)
     except ConfigError as e:
         print(f"paac: error: {e}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, Terminated) as e:  # before training started (or a 2nd Ctrl-C)
-        what = "terminated" if isinstance(e, Terminated) else "interrupted"
-        print(f"paac: {what} before any checkpoint of this start", file=sys.stderr)
-        return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     return 128 + int(result.signal) if result.signal is not None else 0
-
-
-class Terminated(BaseException):
-    """SIGTERM during start-up (a BaseException, like KeyboardInterrupt, so that no
-    ``except Exception`` on the way swallows it)."""
-
-
-def _terminate(signum, frame) -> None:
-    raise Terminated

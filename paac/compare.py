@@ -30,6 +30,7 @@ import numpy as np
 
 from paac.config import MODES, Config, ConfigError
 from paac.plot import PlotError, read_metrics
+from paac.signals import Terminated, take_pending
 
 CURVE_POINTS = 200
 
@@ -168,8 +169,10 @@ def run_comparison(
                     print(f"paac: {name}: training ({mode_label(config)})", flush=True)
                 try:
                     result = train(config, progress=progress)
-                except KeyboardInterrupt:  # before the run's training loop began
-                    raise _interrupted(run_dir, config, signal.SIGINT) from None
+                except (KeyboardInterrupt, Terminated) as e:  # before its training began
+                    take_pending()
+                    signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+                    raise _interrupted(run_dir, config, signum) from None
                 if result.interrupted:
                     raise _interrupted(run_dir, config, result.signal or signal.SIGINT)
             results.append(read_run(run_dir, mode, seed))

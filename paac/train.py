@@ -15,7 +15,6 @@ import fcntl
 import os
 import signal
 import sys
-import threading
 import time
 from typing import NamedTuple
 
@@ -47,6 +46,7 @@ from paac.learner import (
     state_template,
 )
 from paac.metrics import MetricsWriter, truncate_metrics, write_atomic
+from paac.signals import StopSignals
 
 
 class TrainResult(NamedTuple):
@@ -82,52 +82,6 @@ def _segment_env(config: Config, update: int, dp: DataParallel):
     seed = segment_env_seed(config.seed, update) + dp.env_offset
     seed = (seed + 2**31) % 2**32 - 2**31
     return make_training_env(config, seed=seed, num_envs=dp.n_local)
-
-
-class StopSignals:
-    """SIGINT and SIGTERM ask the loop to stop after the current update (and checkpoint).
-
-    A second SIGINT interrupts at once. Handlers are installed only in the main thread.
-    """
-
-    def __enter__(self) -> StopSignals:
-        self.signum: int | None = None
-        self._shielded = self._forced = False
-        self._previous: dict = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        second_ctrl_c = self.signum is not None and signum == signal.SIGINT
-        if self._shielded:
-            self.signum = self.signum if self.signum is not None else signum
-            self._forced = self._forced or second_ctrl_c
-            return
-        if second_ctrl_c:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def shield(self) -> None:
-        """From now on signals are only recorded: the shutdown (final save) runs to its end."""
-        self._shielded = True
-
-    @contextlib.contextmanager
-    def deferred(self):
-        """Signals in the block are only recorded, so that a checkpoint being saved is
-        finished; a second Ctrl-C among them interrupts right after the block."""
-        self._shielded, self._forced = True, False
-        try:
-            yield
-        finally:
-            self._shielded = False
-        if self._forced:
-            raise KeyboardInterrupt
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def make_run_dir(config: Config) -> str:
@@ -370,6 +324,11 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
     (:mod:`paac.distributed`): every process calls ``train`` with the same config, and
     process 0 alone writes the logs, the config and the run lock.
     """
+    with StopSignals() as stop:
+        return _set_up_and_train(config, progress, stop)
+
+
+def _set_up_and_train(config: Config, progress: bool, stop: StopSignals) -> TrainResult:
     initialize(config.coordinator_address, config.num_processes, config.process_id)
     if config.mode != "sync" and jax.process_count() > 1:  # processes set by $JAX_* alone
         raise ConfigError(
@@ -393,6 +352,7 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
         return run_dir
 
     try:
+        stop.check_startup()
         spec = env_spec(env, config.env)
         check_arch(config, spec)
         check_state_fits(config, network_for(config, spec), spec)
@@ -401,7 +361,7 @@ def train(config: Config, *, progress: bool = True) -> TrainResult:
         env.close()
         raise
     try:
-        return _train(config, resume, start_update, env, spec, run_dir, progress, dp)
+        return _train(config, resume, start_update, env, spec, run_dir, progress, dp, stop)
     finally:  # _train closed env
         if lock is not None:
             lock.__exit__()
@@ -455,7 +415,7 @@ def _share_steps(dp: DataParallel, local: _LocalSteps, stats: EpisodeStats, sign
     return agreed or None
 
 
-def _train(config, resume, start_update, env, spec, run_dir, progress, dp) -> TrainResult:
+def _train(config, resume, start_update, env, spec, run_dir, progress, dp, stop) -> TrainResult:
     main = dp.is_main
     try:
         network = network_for(config, spec)
@@ -468,6 +428,7 @@ def _train(config, resume, start_update, env, spec, run_dir, progress, dp) -> Tr
             init_key, act_key = jax.random.split(jax.random.PRNGKey(config.seed))
             state = dp.replicate(init_state(config, network, spec, init_key))
             act_key = dp.replicate(act_key)
+        stop.check_startup()  # the last point at which a signal stops before training
     except BaseException:
         env.close()
         raise
@@ -547,59 +508,59 @@ def _train(config, resume, start_update, env, spec, run_dir, progress, dp) -> Tr
         checkpointer.save(steps, state, carry.key, meta)  # on every process: orbax syncs
         last_save_step = steps
 
-    with StopSignals() as stop:
-        try:
-            for u in range(start_update, config.num_updates):
-                batch, carry = collect_rollout(
-                    env, act, state, carry, local_steps, config.t_max, algorithm.lookahead
-                )
-                state, metrics = update(state, batch)
-                if main:
-                    pending.append(metrics)
-                steps += config.batch_size
-                if bar is not None:
-                    bar.update(config.batch_size)
-                if dp.multiprocess:
-                    signum = _share_steps(dp, local_steps, stats, stop.signum)
-                else:
-                    signum = stop.signum
-                reached = (
-                    config.target_score is not None
-                    and stats.recent_full
-                    and stats.recent_mean >= config.target_score
-                )
-                last = reached or signum is not None or u + 1 == config.num_updates
-                if steps - last_log_step >= config.log_interval or last:
-                    log_row()
-                if last:
-                    break
-                interval = config.checkpoint_interval
-                if interval and steps // interval > last_save_step // interval:
-                    if steps > last_log_step:
-                        log_row()  # a resumed run continues from a complete row
-                    with stop.deferred():
-                        save()
-                    if config.exact_resume:
-                        # A new segment: fresh episodes, as a run resumed from here sees.
-                        env.close()
-                        env = _segment_env(config, u + 1, dp)
-                        obs, _ = env.reset()
-                        carry = RolloutCarry(carry.key, obs, np.zeros(dp.n_local, bool))
-                        stats.abandon_running()
-        except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep the last checkpoint
-            interrupted = True
-        else:
-            stop.shield()  # further signals must not cut the final save short
-            if steps > last_save_step:
-                save()
-        finally:
-            stop.shield()
+    stop.started()  # a signal now stops the loop after its update (and saves)
+    try:
+        for u in range(start_update, config.num_updates):
+            batch, carry = collect_rollout(
+                env, act, state, carry, local_steps, config.t_max, algorithm.lookahead
+            )
+            state, metrics = update(state, batch)
+            if main:
+                pending.append(metrics)
+            steps += config.batch_size
             if bar is not None:
-                bar.close()
-            if writer is not None:
-                writer.close()
-            checkpointer.close()
-            env.close()
+                bar.update(config.batch_size)
+            if dp.multiprocess:
+                signum = _share_steps(dp, local_steps, stats, stop.signum)
+            else:
+                signum = stop.signum
+            reached = (
+                config.target_score is not None
+                and stats.recent_full
+                and stats.recent_mean >= config.target_score
+            )
+            last = reached or signum is not None or u + 1 == config.num_updates
+            if steps - last_log_step >= config.log_interval or last:
+                log_row()
+            if last:
+                break
+            interval = config.checkpoint_interval
+            if interval and steps // interval > last_save_step // interval:
+                if steps > last_log_step:
+                    log_row()  # a resumed run continues from a complete row
+                with stop.deferred():
+                    save()
+                if config.exact_resume:
+                    # A new segment: fresh episodes, as a run resumed from here sees.
+                    env.close()
+                    env = _segment_env(config, u + 1, dp)
+                    obs, _ = env.reset()
+                    carry = RolloutCarry(carry.key, obs, np.zeros(dp.n_local, bool))
+                    stats.abandon_running()
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep the last checkpoint
+        interrupted = True
+    else:
+        stop.shield()  # further signals must not cut the final save short
+        if steps > last_save_step:
+            save()
+    finally:
+        stop.shield()
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+        checkpointer.close()
+        env.close()
 
     if signum is None:
         signum = stop.signum

@@ -109,6 +109,81 @@ def test_ctrl_c_stops_cleanly(tmp_path):
     assert f"at step {steps[-1]:,}" in last
 
 
+def _catches_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM (Python installs none by default)."""
+    with open(f"/proc/{pid}/status") as f:
+        caught = next(int(ln.split()[1], 16) for ln in f if ln.startswith("SigCgt:"))
+    return bool(caught >> (signal.SIGTERM - 1) & 1)
+
+
+def test_sigterm_at_any_moment_of_start_up_stops_with_one_line(tmp_path):
+    """SIGTERM at moments spread over the start-up (imports, environments, compilation of
+    the network's initialisation and of the first update): every time exit 143 and a last
+    line saying what stopped. An exception raised from the handler used to land inside XLA's
+    compilation (the process then crashed at exit) or in a garbage-collection callback
+    (Python dropped it and the run trained to its end, exit 0)."""
+    results = []
+    for i, delay in enumerate((0.0, 0.3, 0.6, 0.9, 1.2, 1.5, 2.0, 2.5)):
+        proc = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "experiments", "control.py"),
+             "--total-steps", "100000000", "--out-dir", str(tmp_path), "--run-name", f"r{i}"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=script_env(),
+        )  # fmt: skip
+        try:
+            deadline = time.time() + 60
+            while not _catches_sigterm(proc.pid):  # paac's handler is in place
+                assert time.time() < deadline and proc.poll() is None, "no SIGTERM handler"
+                time.sleep(0.01)
+            time.sleep(delay)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                _, stderr = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:  # the signal was lost: still training
+                results.append((delay, "still running 30 s after SIGTERM", []))
+                continue
+        finally:
+            proc.kill()
+            proc.communicate()
+        results.append((delay, proc.returncode, stderr.strip().splitlines()[-1:]))
+    for delay, rc, last in results:
+        assert rc == 128 + signal.SIGTERM, (delay, rc, last)
+        assert last[0] == "paac: terminated before any checkpoint of this start" or (
+            last[0].startswith("paac: interrupted at step ")
+        ), (delay, last)
+
+
+def test_a_signal_while_the_run_is_set_up_stops_before_it_trains(tmp_path, monkeypatch):
+    """A signal while the network is initialised is acted on once that is done, before
+    anything of the run is written; the training loop never starts."""
+    import importlib
+
+    from paac import Config, signals
+    from paac.cli import main
+
+    train_module = importlib.import_module("paac.train")
+    real_init = train_module.init_state
+
+    def init_state(*args):  # the signal comes in the middle of it
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_init(*args)
+
+    monkeypatch.setattr(train_module, "init_state", init_state)
+    monkeypatch.setattr(train_module, "collect_rollout", lambda *a: pytest.fail("trained"))
+    config = Config(
+        env="CartPole-v1", arch="mlp", n_envs=4, total_steps=1000, out_dir=str(tmp_path)
+    )
+    assert main(config, ["--run-name", "r"]) == 128 + signal.SIGTERM
+    assert not os.path.exists(tmp_path / "CartPole-v1" / "r" / "metrics.csv")
+    assert signals.take_pending() is None
+    # A signal whose exception was dropped on the way (as inside a gc callback) still stops
+    # the run at the first safe point.
+    signals.note(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(config)
+    assert signals.take_pending() is None
+
+
 @pytest.mark.parametrize("seed", [0, 3])
 def test_nstep_q_learns_cartpole(script, tmp_path, seed):
     """n-step Q (Mnih et al. 2016) in the same loop: its greedy policy scores >= 400 on
