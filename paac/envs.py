@@ -155,10 +155,28 @@ def check_arch(config: Config, spec: EnvSpec) -> None:
             f"--arch={config.arch!r} is invalid for --env={config.env!r}: its observations "
             f"have shape {spec.obs_shape}, not frames; use --arch mlp"
         )
+    if config.arch in IMAGE_ARCHS:
+        from paac.networks import conv_output_size, min_frame_size
+
+        channels, height, width = spec.obs_shape
+        if min(conv_output_size(config.arch, height), conv_output_size(config.arch, width)) < 1:
+            raise ConfigError(
+                f"--arch={config.arch!r} is invalid for --env={config.env!r}: its "
+                f"observations of shape {spec.obs_shape} are read as {channels} frames of "
+                f"{height} x {width}, and the {config.arch} torso needs frames of at least "
+                f"{min_frame_size(config.arch)} x {min_frame_size(config.arch)} (stacked "
+                "first: [frames, height, width], as EnvPool's Atari tasks give them)"
+            )
     if config.arch == "mlp" and len(spec.obs_shape) != 1:
+        from paac.networks import conv_output_size
+
+        if min(conv_output_size("nips", d) for d in spec.obs_shape[-2:]) >= 1:
+            how = "use --arch nips or --arch nature"
+        else:
+            how = "paac's torsos take vectors or frames stacked first, [frames, height, width]"
         raise ConfigError(
             f"--arch='mlp' is invalid for --env={config.env!r}: its observations have shape "
-            f"{spec.obs_shape}; use --arch nips or --arch nature"
+            f"{spec.obs_shape}; {how}"
         )
 
 

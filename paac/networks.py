@@ -106,16 +106,38 @@ class MLPTorso(nn.Module):
         return x
 
 
+CONV_STACKS = {
+    "nips": ((16, 8, 4), (32, 4, 2)),  # Mnih et al. 2013, PAAC's arch_nips
+    "nature": ((32, 8, 4), (64, 4, 2), (64, 3, 1)),  # Mnih et al. 2015
+}
+CONV_HIDDEN = {"nips": 256, "nature": 512}
+
+
+def conv_output_size(arch: str, size: int) -> int:
+    """Height (or width) left of ``size`` after ``arch``'s VALID convolutions (<= 0: none)."""
+    for _, kernel, stride in CONV_STACKS[arch]:
+        if size < kernel:
+            return 0
+        size = (size - kernel) // stride + 1
+    return size
+
+
+def min_frame_size(arch: str) -> int:
+    """The smallest frame height and width that ``arch``'s convolutions leave a pixel of."""
+    size = 1
+    while conv_output_size(arch, size) < 1:
+        size += 1
+    return size
+
+
 def make_torso(arch: str, conv_impl: str = "auto", init: str = "orthogonal") -> nn.Module:
     """The torso named by ``arch``: ``nips`` | ``nature`` | ``mlp``.
 
     ``conv_impl`` chooses how convolutions are computed (:mod:`paac.layers`); the
     parameters and the numbers are the same either way.
     """
-    if arch == "nips":  # Mnih et al. 2013, PAAC's arch_nips
-        return ConvTorso(((16, 8, 4), (32, 4, 2)), 256, conv_impl, init)
-    if arch == "nature":  # Mnih et al. 2015
-        return ConvTorso(((32, 8, 4), (64, 4, 2), (64, 3, 1)), 512, conv_impl, init)
+    if arch in CONV_STACKS:
+        return ConvTorso(CONV_STACKS[arch], CONV_HIDDEN[arch], conv_impl, init)
     if arch == "mlp":
         return MLPTorso(init_scheme=init)
     raise ValueError(f"arch={arch!r} is not one of {', '.join(ARCHS)}")

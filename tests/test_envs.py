@@ -75,6 +75,35 @@ def test_arch_must_match_observations():
         check_arch(Config(env="Pong-v5", arch="mlp"), pong)
 
 
+@pytest.mark.parametrize("arch,smallest", [("nips", 20), ("nature", 36)])
+def test_frames_too_small_for_the_torso_are_refused(arch, smallest):
+    """Frames smaller than the convolutions can take (or channels-last frames such as
+    gfootball's (72, 96, 4), read as 72 frames of 96 x 4) left a torso of zero size that
+    trained nothing and then failed to save. The smallest size is checked against the
+    network itself: its dense layer gets inputs at that size, none one pixel below."""
+    import jax
+
+    from paac.envs import EnvSpec
+    from paac.networks import make_torso
+
+    def spec(shape):
+        return EnvSpec(shape, np.dtype("uint8"), 4, True)
+
+    def dense_inputs(size):
+        params = make_torso(arch).init(jax.random.PRNGKey(0), np.zeros((1, 4, size, size)))
+        return params["params"]["Dense_0"]["kernel"].shape[0]
+
+    assert dense_inputs(smallest) > 0 and dense_inputs(smallest - 1) == 0
+    config = Config(env="gfootball/academy_empty_goal-v1", arch=arch)
+    check_arch(config, spec((4, smallest, smallest)))
+    for shape in ((4, smallest - 1, 84), (4, 84, smallest - 1), (72, 96, 4)):
+        with pytest.raises(ConfigError, match=f"--arch='{arch}' is invalid") as e:
+            check_arch(config, spec(shape))
+        assert f"at least {smallest} x {smallest}" in str(e.value) and str(shape) in str(e.value)
+    with pytest.raises(ConfigError, match="torsos take vectors or frames stacked first"):
+        check_arch(Config(env="gfootball/academy_empty_goal-v1", arch="mlp"), spec((72, 96, 4)))
+
+
 def test_continuous_actions_are_refused():
     env = make_env("Pendulum-v1", 1, 0)
     with pytest.raises(ConfigError, match="--env='Pendulum-v1' is invalid: .* continuous"):
