@@ -73,7 +73,26 @@ def _total_steps(batch: int) -> int:
     return batch * min(10**6, (2**31 - 1) // batch)
 
 
+def _check(bench: BenchConfig) -> None:
+    """The benchmark's own sizes; Config checks the rest."""
+    for name in ("n_envs", "t_max"):
+        value = getattr(bench, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}={value!r} is invalid: must be >= 1")
+    if bench.n_envs * bench.t_max > 2**31 - 1:
+        raise ConfigError(
+            f"--t-max={bench.t_max!r} is invalid: a batch of n_e x t_max = "
+            f"{bench.n_envs * bench.t_max:,} steps must stay below 2**31"
+        )
+    if not (isinstance(bench.seconds, (int, float)) and 1e-3 <= bench.seconds < 1e6):
+        raise ConfigError(
+            f"--seconds={bench.seconds!r} is invalid: must be a number of seconds in "
+            "[0.001, 1e6) (it is shared between the measurements)"
+        )
+
+
 def run_benchmark(bench: BenchConfig) -> dict:
+    _check(bench)
     config = Config(
         env=bench.env,
         algo=bench.algo,

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 
 def test_benchmark_smoke(script):
     out = script(
@@ -42,3 +44,26 @@ def test_benchmark_async_mode(script):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert (result["mode"], result["workers"]) == ("a3c", 2) and result["train_sps"] > 0
     assert "mode=a3c(W=2)" in out.stdout
+
+
+def test_benchmark_bad_sizes_are_one_line(script):
+    """Sizes the benchmark checks itself: they gave a ZeroDivisionError, a flag it does not
+    have (--total-steps), or (--seconds nan) a measurement that never ended."""
+    from paac.benchmark import BenchConfig, run_benchmark
+    from paac.config import ConfigError
+
+    for kwargs, message in (
+        (dict(n_envs=0), "--n-envs=0 is invalid"),
+        (dict(t_max=-1), "--t-max=-1 is invalid"),
+        (dict(t_max=10**8), "--t-max=100000000 is invalid: a batch of n_e x t_max"),
+        (dict(seconds=float("nan")), "--seconds=nan is invalid"),
+        (dict(seconds=0.0), "--seconds=0.0 is invalid"),
+        (dict(seconds=-1.0), "--seconds=-1.0 is invalid"),
+    ):
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+            run_benchmark(BenchConfig(env="CartPole-v1", arch="mlp", **kwargs))
+    out = script("benchmark.py", "--env", "CartPole-v1", "--arch", "mlp", "--n-envs", "0")
+    assert (
+        out.returncode == 2
+        and out.stderr.strip() == "paac: error: --n-envs=0 is invalid: must be >= 1"
+    )
