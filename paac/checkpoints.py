@@ -201,6 +201,15 @@ def latest_step(checkpoints_dir: str) -> int | None:
     return steps[-1] if steps else None
 
 
+def location_of(run_dir: str) -> dict[str, str]:
+    """``out_dir`` and ``run_name`` of the run in ``run_dir`` (``<out_dir>/<env>/<name>``)."""
+    run_dir = os.path.abspath(run_dir)
+    return {
+        "out_dir": os.path.dirname(os.path.dirname(run_dir)),
+        "run_name": os.path.basename(run_dir),
+    }
+
+
 def run_dir_of(checkpoints_dir: str) -> str:
     """The run directory a ``checkpoints`` directory belongs to."""
     return os.path.dirname(os.path.abspath(checkpoints_dir))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -18,7 +19,17 @@ def parse_config(
 
     try:
         default = _resume_default(default, args)
-        return tyro.cli(Config, default=default, args=args, description=description or None)
+        config = tyro.cli(Config, default=default, args=args, description=description or None)
+        if config.resume is not None:
+            for field in ("out_dir", "run_name"):  # the defaults: where the run is
+                if getattr(config, field) != getattr(default, field):
+                    raise ConfigError(
+                        f"{flag(field)}={getattr(config, field)!r} is invalid with --resume: "
+                        f"the run goes on in its own directory "
+                        f"{os.path.join(default.out_dir, config.env, default.run_name)!r}"
+                        " (copy the run directory to go on elsewhere)"
+                    )
+        return config
     except ConfigError as e:
         print(f"paac: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -37,7 +48,13 @@ def _resume_default(default: Config, args: Sequence[str] | None) -> Config:
         raise ConfigError("--resume needs a value: a run directory or a checkpoint") from None
     if not known.resume or known.resume == "None":
         return default
-    from paac.checkpoints import CheckpointError, config_from_meta, read_meta
+    from paac.checkpoints import (
+        CheckpointError,
+        config_from_meta,
+        location_of,
+        read_meta,
+        run_dir_of,
+    )
 
     try:
         meta, directory, step = read_meta(known.resume)
@@ -46,7 +63,8 @@ def _resume_default(default: Config, args: Sequence[str] | None) -> Config:
     saved = config_from_meta(meta, f"{directory}/{step}")
     # Where the run runs is not inherited: a run saved on two hosts resumes on one.
     placement = {f: getattr(default, f) for f in PLACEMENT_FIELDS}
-    return dataclasses.replace(saved, resume=known.resume, **placement)
+    where = location_of(run_dir_of(directory))  # wherever the run directory is now
+    return dataclasses.replace(saved, resume=known.resume, **placement, **where)
 
 
 PROCESS_FIELDS = ("coordinator_address", "num_processes", "process_id")

@@ -11,6 +11,7 @@ environment step; the same code runs unchanged on a GPU.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import signal
@@ -29,6 +30,7 @@ from paac.checkpoints import (
     config_from_meta,
     holds_checkpoint,
     latest_step,
+    location_of,
     read_meta,
     restore,
     run_dir_of,
@@ -360,6 +362,8 @@ def _set_up_and_train(config: Config, progress: bool, stop: StopSignals) -> Trai
     except BaseException:
         env.close()
         raise
+    if resume:  # the run's config and checkpoints name where it is, not where it was made
+        config = dataclasses.replace(config, **location_of(run_dir))
     try:
         return _train(config, resume, start_update, env, spec, run_dir, progress, dp, stop)
     finally:  # _train closed env

@@ -180,6 +180,27 @@ def test_only_closed_loop_callbacks_are_silenced(monkeypatch):
     assert isinstance(seen[1], ValueError)
 
 
+def test_a_resumed_run_names_its_own_directory(straight, tmp_path, script):
+    """A run directory moved elsewhere resumes there, and its config.json then says where
+    it is; --out-dir/--run-name that point elsewhere are refused (they were ignored, and
+    written into config.json)."""
+    run = tmp_path / "elsewhere" / "CartPole-v1" / "moved"
+    shutil.copytree(straight.run_dir, run)
+    shutil.rmtree(run / "checkpoints" / "8000")
+    before = _listing(run)
+    for flag, value in (("--run-name", "renamed"), ("--out-dir", str(tmp_path))):
+        line = _one_error_line(script("control.py", "--resume", str(run), flag, value))
+        assert f"{flag}={value!r} is invalid with --resume" in line and str(run) in line
+    assert _listing(run) == before
+    out = script("control.py", "--resume", str(run), "--out-dir", str(tmp_path / "elsewhere"))
+    assert out.returncode == 0, out.stderr
+    with open(run / "config.json") as f:
+        saved = json.load(f)
+    assert (saved["out_dir"], saved["run_name"]) == (str(tmp_path / "elsewhere"), "moved")
+    meta, _, step = read_meta(str(run))
+    assert step == 8000 and meta["config"]["run_name"] == "moved"
+
+
 def test_conflicting_resume_is_refused_untouched(straight, tmp_path, script):
     run = tmp_path / "run"
     shutil.copytree(straight.run_dir, run)
