@@ -150,7 +150,10 @@ def run_comparison(
                 "(a run would be counted twice)"
             )
     runs_root = os.path.join(out_dir, "runs")
-    results = []
+    # Every run's config and directory are checked before the first one trains: an
+    # impossible combination (an async mode with a value-based --algo, say) or a directory
+    # of another configuration is found before hours of the other runs.
+    plan = []
     for mode in modes:
         for seed in seeds:
             name = f"{mode}-s{seed}"
@@ -158,24 +161,26 @@ def run_comparison(
                 base, mode=mode, seed=seed, out_dir=runs_root, run_name=name, resume=None
             )
             run_dir = os.path.join(runs_root, config.env, name)
-            status = _status(run_dir, config)
-            if status == "finished":
-                print(f"paac: {name}: already trained in {run_dir}", flush=True)
+            plan.append((mode, seed, name, config, run_dir, _status(run_dir, config)))
+    results = []
+    for mode, seed, name, config, run_dir, status in plan:
+        if status == "finished":
+            print(f"paac: {name}: already trained in {run_dir}", flush=True)
+        else:
+            if status == "unfinished":
+                config = dataclasses.replace(config, resume=run_dir)
+                print(f"paac: {name}: resuming ({mode_label(config)})", flush=True)
             else:
-                if status == "unfinished":
-                    config = dataclasses.replace(config, resume=run_dir)
-                    print(f"paac: {name}: resuming ({mode_label(config)})", flush=True)
-                else:
-                    print(f"paac: {name}: training ({mode_label(config)})", flush=True)
-                try:
-                    result = train(config, progress=progress)
-                except (KeyboardInterrupt, Terminated) as e:  # before its training began
-                    take_pending()
-                    signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
-                    raise _interrupted(run_dir, config, signum) from None
-                if result.interrupted:
-                    raise _interrupted(run_dir, config, result.signal or signal.SIGINT)
-            results.append(read_run(run_dir, mode, seed))
+                print(f"paac: {name}: training ({mode_label(config)})", flush=True)
+            try:
+                result = train(config, progress=progress)
+            except (KeyboardInterrupt, Terminated) as e:  # before its training began
+                take_pending()
+                signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+                raise _interrupted(run_dir, config, signum) from None
+            if result.interrupted:
+                raise _interrupted(run_dir, config, result.signal or signal.SIGINT)
+        results.append(read_run(run_dir, mode, seed))
     return results
 
 

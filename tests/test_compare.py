@@ -138,14 +138,19 @@ def test_compare_async_writes_plot_and_table(script, tmp_path):
         (("--compare-dir", "/proc/nope"), "--compare-dir='/proc/nope' is invalid: cannot "),
         (("--seed", "5"), "--seed is invalid here: the comparison sets it for each run"),
         (("--mode=a3c",), "--mode is invalid here: the comparison sets it for each run"),
+        (("--run-name", "x"), "--run-name is invalid here: the comparison names its runs"),
+        (("--resume", "x"), "--resume is invalid here: the same command again resumes"),
+        # Found before any run trains: sync with --algo q is possible, a3c is not.
+        (("--seeds", "0", "--algo", "q"), "--mode='a3c' is invalid: the async modes are for"),
     ],
 )
 def test_compare_async_bad_input(script, tmp_path, args, message):
     out = script("compare_async.py", "--compare-dir", str(tmp_path), *args, timeout=120)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
     assert out.stderr.count("\n") == 1, out.stderr  # one line, no usage block
-    if "invalid here" in message:
+    if "sets it for each run" in message:
         assert out.stderr.rstrip().endswith(f"use {args[0].split('=')[0]}s")
+    assert not os.path.exists(tmp_path / "runs")  # nothing trained
 
 
 def _compare_script():
