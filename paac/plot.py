@@ -202,6 +202,8 @@ def plot_runs(
         runs = [load_run(d, label) for d, label in zip(run_dirs, labels, strict=True)]
 
     out_path = os.fspath(out_path)
+    if os.path.isdir(out_path) or out_path.endswith(("/", os.sep)):  # a directory to write in
+        out_path = os.path.join(out_path, "learning_curves.png")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import EngFormatter

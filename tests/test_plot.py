@@ -1,6 +1,7 @@
 """Learning-curve plots: reading run directories, smoothing, the PNG, and the CLI."""
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -221,6 +222,12 @@ def test_shared_default_labels_get_what_tells_the_runs_apart(tmp_path):
 def test_plot_runs_labels_and_output_format(tmp_path, two_runs):
     assert plot_runs(two_runs[:1], tmp_path / "one", labels=["seed 0"]) == str(tmp_path / "one.png")
     assert (tmp_path / "one.png").read_bytes()[:8] == PNG_SIGNATURE
+    # A directory (existing, or named with a trailing slash): the default name inside it.
+    (tmp_path / "plots").mkdir()
+    for out in (tmp_path / "plots", f"{tmp_path / 'new'}/"):
+        want = os.path.join(out, "learning_curves.png")
+        assert plot_runs(two_runs[:1], out) == want
+        assert open(want, "rb").read()[:8] == PNG_SIGNATURE
     with pytest.raises(PlotError, match="1 labels for 2 run directories"):
         plot_runs(two_runs, tmp_path / "x.png", labels=["a"])
     with pytest.raises(PlotError, match="unknown image format 'xyz'"):
