@@ -344,6 +344,19 @@ def _set_up_and_train(config: Config, progress: bool, stop: StopSignals) -> Trai
     _check_processes(config, dp)
     resume = _prepare_resume(config, dp)
     start_update = int(resume.meta["update"]) if resume else 0
+    if start_update >= config.num_updates:
+        raise ConfigError(
+            f"--resume={config.resume!r} is invalid: the run already finished, at step "
+            f"{start_update * config.batch_size:,} of --total-steps={config.total_steps}; "
+            "nothing is left to train (it was not touched)"
+        )
+    if dp.is_main and not resume and config.total_steps % config.batch_size:
+        print(
+            f"paac: note: --total-steps={config.total_steps} is not a multiple of the batch "
+            f"(n_e x t_max = {config.batch_size}): the run ends at step "
+            f"{config.num_updates * config.batch_size:,}",
+            file=sys.stderr,
+        )
     env = _segment_env(config, start_update, dp)
     lock = None
 

@@ -201,6 +201,24 @@ def test_a_resumed_run_names_its_own_directory(straight, tmp_path, script):
     assert step == 8000 and meta["config"]["run_name"] == "moved"
 
 
+def test_resuming_a_finished_run_is_refused_untouched(straight, tmp_path, script):
+    """It trained nothing, yet wrote a new TensorBoard file and config.json and warned."""
+    run = tmp_path / "run"
+    shutil.copytree(straight.run_dir, run)
+    before = _listing(run)
+    line = _one_error_line(script("control.py", "--resume", str(run)))
+    assert "the run already finished, at step 8,000 of --total-steps=8000" in line
+    assert _listing(run) == before
+
+
+def test_total_steps_off_the_batch_are_announced(tmp_path, capsys):
+    config = Config(**{**CARTPOLE, "total_steps": 1010}, out_dir=str(tmp_path))
+    assert train(config, progress=False).steps == 1000
+    err = capsys.readouterr().err
+    assert "--total-steps=1010 is not a multiple of the batch (n_e x t_max = 40)" in err
+    assert "the run ends at step 1,000" in err
+
+
 def test_conflicting_resume_is_refused_untouched(straight, tmp_path, script):
     run = tmp_path / "run"
     shutil.copytree(straight.run_dir, run)
