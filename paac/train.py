@@ -288,7 +288,7 @@ def _prepare_resume(config: Config, dp: DataParallel) -> _Resume | None:
         )
     saved = config_from_meta(meta, where)
     check_resume_config(saved, config, config.resume)
-    if dp.is_main:
+    if dp.is_main and int(meta["update"]) < config.num_updates:
         _warn_moved_segments(saved, config)
     run_dir = run_dir_of(directory)
     dp.agree(lambda: _check_writable(run_dir, "resume", config.resume) or "")
@@ -344,12 +344,6 @@ def _set_up_and_train(config: Config, progress: bool, stop: StopSignals) -> Trai
     _check_processes(config, dp)
     resume = _prepare_resume(config, dp)
     start_update = int(resume.meta["update"]) if resume else 0
-    if start_update >= config.num_updates:
-        raise ConfigError(
-            f"--resume={config.resume!r} is invalid: the run already finished, at step "
-            f"{start_update * config.batch_size:,} of --total-steps={config.total_steps}; "
-            "nothing is left to train (it was not touched)"
-        )
     if dp.is_main and not resume and config.total_steps % config.batch_size:
         print(
             f"paac: note: --total-steps={config.total_steps} is not a multiple of the batch "
@@ -378,6 +372,8 @@ def _set_up_and_train(config: Config, progress: bool, stop: StopSignals) -> Trai
     if resume:  # the run's config and checkpoints name where it is, not where it was made
         config = dataclasses.replace(config, **location_of(run_dir))
     try:
+        if resume and start_update >= config.num_updates:
+            return _finished_already(config, resume, env, spec, run_dir, dp)
         return _train(config, resume, start_update, env, spec, run_dir, progress, dp, stop)
     finally:  # _train closed env
         if lock is not None:
@@ -430,6 +426,26 @@ def _share_steps(dp: DataParallel, local: _LocalSteps, stats: EpisodeStats, sign
     local.t = 0
     agreed = int(every[:, -1].max())
     return agreed or None
+
+
+def _finished_already(config, resume, env, spec, run_dir, dp) -> TrainResult:
+    """A resume of a run that already reached its end: its final state; nothing is trained
+    and nothing in the run directory is written."""
+    env.close()
+    network = network_for(config, spec)
+    template = state_template(config, network, spec)
+    state = restore(resume.directory, resume.step, template, dp.replicated).state
+    stats = EpisodeStats(config.n_envs)
+    stats.load(resume.meta.get("episode_stats", {}))
+    steps = int(resume.meta["update"]) * config.batch_size
+    if dp.is_main:
+        print(
+            f"paac: the run had already finished at step {steps:,}; nothing to train; "
+            f"outputs in {run_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return TrainResult(state, run_dir, steps, stats.episodes, stats.recent_mean, False, None)
 
 
 def _train(config, resume, start_update, env, spec, run_dir, progress, dp, stop) -> TrainResult:

@@ -98,8 +98,10 @@ def test_resume_warns_when_the_segments_move(straight, tmp_path, capsys):
     restart at each interval checkpoint: the run is then no longer exact, and is told so."""
     run = tmp_path / "run"
     shutil.copytree(straight.run_dir, run)
+    shutil.rmtree(run / "checkpoints" / "8000")
     train(Config(**CARTPOLE, resume=str(run)), progress=False)
     assert "warning" not in capsys.readouterr().err
+    shutil.rmtree(run / "checkpoints" / "8000")
     train(Config(**{**CARTPOLE, "checkpoint_interval": 2000}, resume=str(run)), progress=False)
     err = capsys.readouterr().err
     assert "--checkpoint-interval=2000" in err and "--checkpoint-interval=4000" in err
@@ -201,13 +203,22 @@ def test_a_resumed_run_names_its_own_directory(straight, tmp_path, script):
     assert step == 8000 and meta["config"]["run_name"] == "moved"
 
 
-def test_resuming_a_finished_run_is_refused_untouched(straight, tmp_path, script):
-    """It trained nothing, yet wrote a new TensorBoard file and config.json and warned."""
+def test_resuming_a_finished_run_touches_nothing(straight, tmp_path, script):
+    """It trained nothing, yet wrote a new TensorBoard file and config.json, and warned of
+    moved segments that would never come."""
     run = tmp_path / "run"
     shutil.copytree(straight.run_dir, run)
     before = _listing(run)
-    line = _one_error_line(script("control.py", "--resume", str(run)))
-    assert "the run already finished, at step 8,000 of --total-steps=8000" in line
+    out = script("control.py", "--resume", str(run), "--checkpoint-interval", "2000")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip() == (
+        f"paac: the run had already finished at step 8,000; nothing to train; outputs in {run}"
+    )
+    assert _listing(run) == before
+    result = train(Config(**CARTPOLE, resume=str(run)), progress=False)
+    assert (result.steps, result.episodes) == (8000, straight.episodes)
+    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(result.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert _listing(run) == before
 
 
