@@ -98,13 +98,14 @@ def _parse_own_flags(argv) -> tuple[argparse.Namespace, list[str]]:
                 f"--seeds={known.seeds!r} is invalid: {seed!r} is not an integer"
             ) from None
     known.seeds = seeds
+    given = [a.split("=")[0].replace("_", "-") for a in rest if a.startswith("--")]
     for training, how in (
         ("--seed", "the comparison sets it for each run; use --seeds"),
         ("--mode", "the comparison sets it for each run; use --modes"),
         ("--run-name", "the comparison names its runs <mode>-s<seed>"),
         ("--resume", "the same command again resumes the comparison's own runs"),
     ):
-        if any(a == training or a.startswith(f"{training}=") for a in rest):
+        if training in given:
             raise ConfigError(f"{training} is invalid here: {how}")
     return known, rest
 

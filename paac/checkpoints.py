@@ -78,9 +78,18 @@ def _ocp():
 
 
 def _closed_loop_callback(unraisable) -> bool:
-    """A tensorstore read that outlived orbax's event loop calling back into it."""
+    """A tensorstore read that outlived orbax's event loop calling back into it: raised in
+    asyncio's ``call_soon_threadsafe`` called from native code (no Python caller in the
+    traceback), unlike any such error of Python code, which its caller would see."""
+    import traceback
+
     err = unraisable.exc_value
-    return isinstance(err, RuntimeError) and str(err) == "Event loop is closed"
+    if not (isinstance(err, RuntimeError) and str(err) == "Event loop is closed"):
+        return False
+    frames = traceback.extract_tb(unraisable.exc_traceback) if unraisable.exc_traceback else []
+    return bool(frames) and all(
+        os.path.basename(os.path.dirname(f.filename)) == "asyncio" for f in frames
+    )
 
 
 def _ignore_closed_loop_callbacks() -> None:
@@ -201,13 +210,16 @@ def latest_step(checkpoints_dir: str) -> int | None:
     return steps[-1] if steps else None
 
 
-def location_of(run_dir: str) -> dict[str, str]:
-    """``out_dir`` and ``run_name`` of the run in ``run_dir`` (``<out_dir>/<env>/<name>``)."""
-    run_dir = os.path.abspath(run_dir)
-    return {
-        "out_dir": os.path.dirname(os.path.dirname(run_dir)),
-        "run_name": os.path.basename(run_dir),
-    }
+def location_of(run_dir: str, env: str) -> dict[str, str]:
+    """``out_dir`` and ``run_name`` of the run in ``run_dir`` when it lies at
+    ``<out_dir>/<env>/<run_name>``, as paac makes them; ``{}`` when it was moved out of that
+    layout (its config then keeps the names it was made with)."""
+    out_dir, name = os.path.split(os.path.realpath(run_dir))
+    for part in reversed(env.split("/")):  # an env id may hold a "/" (gfootball/...)
+        out_dir, last = os.path.split(out_dir)
+        if last != part:
+            return {}
+    return {"out_dir": out_dir, "run_name": name}
 
 
 def run_dir_of(checkpoints_dir: str) -> str:

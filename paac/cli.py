@@ -18,25 +18,33 @@ def parse_config(
     import tyro
 
     try:
-        default = _resume_default(default, args)
+        default, run_dir = _resume_default(default, args)
         config = tyro.cli(Config, default=default, args=args, description=description or None)
-        if config.resume is not None:
-            for field in ("out_dir", "run_name"):  # the defaults: where the run is
-                if getattr(config, field) != getattr(default, field):
-                    raise ConfigError(
-                        f"{flag(field)}={getattr(config, field)!r} is invalid with --resume: "
-                        f"the run goes on in its own directory "
-                        f"{os.path.join(default.out_dir, config.env, default.run_name)!r}"
-                        " (copy the run directory to go on elsewhere)"
-                    )
+        if config.resume is not None and run_dir is not None:
+            _check_location(config, default, run_dir)
         return config
     except ConfigError as e:
         print(f"paac: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
-def _resume_default(default: Config, args: Sequence[str] | None) -> Config:
-    """With ``--resume PATH`` the saved run's config is the default: flags only override."""
+def _check_location(config: Config, default: Config, run_dir: str) -> None:
+    """``--out-dir`` / ``--run-name`` given with ``--resume`` must name the run's directory."""
+    for field in ("out_dir", "run_name"):
+        if getattr(config, field) == getattr(default, field):
+            continue
+        named = os.path.join(config.out_dir, config.env, config.run_name or "")
+        if os.path.realpath(named) != os.path.realpath(run_dir):
+            raise ConfigError(
+                f"{flag(field)}={getattr(config, field)!r} is invalid with --resume: the run "
+                f"goes on in its own directory {run_dir!r} (copy the run directory to go on "
+                "elsewhere)"
+            )
+
+
+def _resume_default(default: Config, args: Sequence[str] | None) -> tuple[Config, str | None]:
+    """With ``--resume PATH`` the saved run's config is the default (flags only override),
+    and the run's directory; ``(default, None)`` without."""
     import argparse
     import dataclasses
 
@@ -47,7 +55,7 @@ def _resume_default(default: Config, args: Sequence[str] | None) -> Config:
     except argparse.ArgumentError:
         raise ConfigError("--resume needs a value: a run directory or a checkpoint") from None
     if not known.resume or known.resume == "None":
-        return default
+        return default, None
     from paac.checkpoints import (
         CheckpointError,
         config_from_meta,
@@ -63,8 +71,9 @@ def _resume_default(default: Config, args: Sequence[str] | None) -> Config:
     saved = config_from_meta(meta, f"{directory}/{step}")
     # Where the run runs is not inherited: a run saved on two hosts resumes on one.
     placement = {f: getattr(default, f) for f in PLACEMENT_FIELDS}
-    where = location_of(run_dir_of(directory))  # wherever the run directory is now
-    return dataclasses.replace(saved, resume=known.resume, **placement, **where)
+    run_dir = run_dir_of(directory)
+    where = location_of(run_dir, saved.env)  # wherever the run directory is now
+    return dataclasses.replace(saved, resume=known.resume, **placement, **where), run_dir
 
 
 PROCESS_FIELDS = ("coordinator_address", "num_processes", "process_id")
@@ -106,6 +115,16 @@ def join_processes(default: Config, args: Sequence[str] | None = None) -> bool:
 
 
 def main(default: Config, args: Sequence[str] | None = None, description: str = "") -> int:
+    from paac.xla_cpu import enable_ynn
+
+    enable_ynn()  # before JAX starts its backends (reading a --resume checkpoint starts them)
+    try:
+        # Likewise. Outside the handlers below: jax.distributed waits for the other
+        # processes in C++, where a Python handler would hold a SIGTERM back until it ends.
+        join_processes(default, args)
+    except ConfigError as e:
+        print(f"paac: error: {e}", file=sys.stderr)
+        return 2
     # Until training installs its own handlers (which stop at safe points while the run is
     # set up, then after the update in progress, and save), Ctrl-C and SIGTERM stop the
     # start-up with a line saying so.
@@ -120,14 +139,6 @@ def main(default: Config, args: Sequence[str] | None = None, description: str = 
 
 
 def _main(default: Config, args: Sequence[str] | None, description: str) -> int:
-    from paac.xla_cpu import enable_ynn
-
-    enable_ynn()  # before JAX starts its backends (reading a --resume checkpoint starts them)
-    try:
-        join_processes(default, args)  # likewise
-    except ConfigError as e:
-        print(f"paac: error: {e}", file=sys.stderr)
-        return 2
     config = parse_config(default, args, description)
     from paac.train import train
 

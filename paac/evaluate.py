@@ -97,7 +97,10 @@ class VideoWriter:
         try:
             if self._gif is not None:
                 first, *rest = self._gif
-                duration = 1000 / self.fps
+                # GIF delays are in 10 ms units: rounding the frames' times (not each delay)
+                # keeps the whole at the frame rate, e.g. 60, 70, 70, 60, ... ms at 15 fps.
+                ends = [round((i + 1) * 100 / self.fps) * 10 for i in range(len(self._gif))]
+                duration = [b - a for a, b in zip([0, *ends[:-1]], ends, strict=True)]
                 first.save(self._tmp, save_all=True, append_images=rest, duration=duration, loop=0)
             else:
                 mp4, self._mp4 = self._mp4, None

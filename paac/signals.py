@@ -64,8 +64,8 @@ class StopSignals:
 
     While the run is set up (until :meth:`started`), :meth:`check_startup` raises for a
     recorded signal at the points where stopping is safe. Afterwards the training loop
-    reads ``signum`` and stops after the current update (and checkpoints). A second SIGINT
-    interrupts at once. Handlers are installed only in the main thread.
+    reads ``signum`` and stops after the current update (and checkpoints); a second SIGINT
+    then interrupts at once. Handlers are installed only in the main thread.
     """
 
     def __enter__(self) -> StopSignals:
@@ -84,9 +84,10 @@ class StopSignals:
             self.signum = self.signum if self.signum is not None else signum
             self._forced = self._forced or second_ctrl_c
             return
-        if second_ctrl_c:
+        if second_ctrl_c and not self._starting:  # in start-up the next check stops anyway
             raise KeyboardInterrupt
-        self.signum = signum
+        if self.signum is None:
+            self.signum = signum
 
     def check_startup(self) -> None:
         """Before training: raises KeyboardInterrupt or :class:`Terminated` for a signal

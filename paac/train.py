@@ -370,10 +370,10 @@ def _set_up_and_train(config: Config, progress: bool, stop: StopSignals) -> Trai
         env.close()
         raise
     if resume:  # the run's config and checkpoints name where it is, not where it was made
-        config = dataclasses.replace(config, **location_of(run_dir))
+        config = dataclasses.replace(config, **location_of(run_dir, config.env))
     try:
         if resume and start_update >= config.num_updates:
-            return _finished_already(config, resume, env, spec, run_dir, dp)
+            return _finished_already(config, resume, env, spec, run_dir, dp, stop)
         return _train(config, resume, start_update, env, spec, run_dir, progress, dp, stop)
     finally:  # _train closed env
         if lock is not None:
@@ -428,13 +428,14 @@ def _share_steps(dp: DataParallel, local: _LocalSteps, stats: EpisodeStats, sign
     return agreed or None
 
 
-def _finished_already(config, resume, env, spec, run_dir, dp) -> TrainResult:
+def _finished_already(config, resume, env, spec, run_dir, dp, stop) -> TrainResult:
     """A resume of a run that already reached its end: its final state; nothing is trained
     and nothing in the run directory is written."""
     env.close()
     network = network_for(config, spec)
     template = state_template(config, network, spec)
     state = restore(resume.directory, resume.step, template, dp.replicated).state
+    stop.check_startup()
     stats = EpisodeStats(config.n_envs)
     stats.load(resume.meta.get("episode_stats", {}))
     steps = int(resume.meta["update"]) * config.batch_size

@@ -138,7 +138,7 @@ def test_compare_async_writes_plot_and_table(script, tmp_path):
         (("--compare-dir", "/proc/nope"), "--compare-dir='/proc/nope' is invalid: cannot "),
         (("--seed", "5"), "--seed is invalid here: the comparison sets it for each run"),
         (("--mode=a3c",), "--mode is invalid here: the comparison sets it for each run"),
-        (("--run-name", "x"), "--run-name is invalid here: the comparison names its runs"),
+        (("--run_name", "x"), "--run-name is invalid here: the comparison names its runs"),
         (("--resume", "x"), "--resume is invalid here: the same command again resumes"),
         # Found before any run trains: sync with --algo q is possible, a3c is not.
         (("--seeds", "0", "--algo", "q"), "--mode='a3c' is invalid: the async modes are for"),
