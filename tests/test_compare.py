@@ -169,24 +169,11 @@ def test_ctrl_c_stops_the_comparison_and_a_rerun_resumes(tmp_path, monkeypatch, 
     """Ctrl-C during the first run: that run checkpoints, the comparison stops (exit 130,
     the next run never starts); the same command again resumes it and finishes them all."""
     import importlib
-    import signal
 
     from paac.checkpoints import locate
 
     train_module = importlib.import_module("paac.train")
-    writer = train_module.MetricsWriter
-
-    class CtrlCAfterFirstRow(writer):
-        pressed = False
-
-        def write(self, row):
-            super().write(row)
-            if not CtrlCAfterFirstRow.pressed:  # once: a second Ctrl-C means "stop now"
-                CtrlCAfterFirstRow.pressed = True
-                signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(train_module, "MetricsWriter", CtrlCAfterFirstRow)
-    monkeypatch.setenv("PAAC_XLA_CPU_YNN", "0")  # main() must not change this process's XLA
+    writer = _press_ctrl_c_after_the_first_row(monkeypatch, times=1)
     argv = [
         "--env", "CartPole-v1", "--modes", "sync", "ga3c", "--seeds", "0", "--n-envs", "4",
         "--total-steps", "4000", "--log-interval", "400", "--compare-dir", str(tmp_path),
