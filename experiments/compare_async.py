@@ -12,19 +12,13 @@ Options of this script: --modes (default: sync a3c ga3c), --seeds (default: 0 1 
 import argparse
 import dataclasses
 import os
-import signal
 import sys
 
 from paac.cli import parse_config
-from paac.compare import (
-    ComparisonInterrupted,
-    make_compare_dir,
-    run_comparison,
-    write_comparison,
-)
+from paac.compare import ComparisonInterrupted, run_comparison, write_comparison
 from paac.config import ConfigError
 from paac.presets import defaults_for
-from paac.signals import Terminated, raising, take_pending
+from paac.signals import Terminated, caught, raising
 
 # CartPole: 300k steps each, and the published A3C/PAAC gradient clip (40) for every mode,
 # since a3c clips each worker's own (noisier) gradient; see the README.
@@ -36,15 +30,16 @@ def main(argv=None) -> int:
         with raising():  # training installs its own handlers while it runs
             return _main(argv)
     except (KeyboardInterrupt, Terminated) as e:  # between runs
-        take_pending()
         print("paac: comparison stopped; run the same command again to go on", file=sys.stderr)
-        return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+        return 128 + caught(e)
 
 
 def _main(argv) -> int:
     from paac.xla_cpu import enable_ynn
 
     enable_ynn()
+    from paac.train import check_writable
+
     try:
         known, rest = _parse_own_flags(argv)
     except ConfigError as e:
@@ -56,7 +51,7 @@ def _main(argv) -> int:
     config = parse_config(base, ["--env", known.env, *rest], description=__doc__)
     out = known.compare_dir or os.path.join(config.out_dir, "compare", config.env)
     try:
-        make_compare_dir(out)
+        check_writable(out, "compare_dir", out)
         results = run_comparison(config, out, known.modes, known.seeds)
     except ConfigError as e:
         print(f"paac: error: {e}", file=sys.stderr)

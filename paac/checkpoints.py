@@ -259,10 +259,8 @@ def read_meta(path: str) -> tuple[dict, str, int]:
 
 def config_from_meta(meta: dict, where: str = "") -> Config:
     """The :class:`Config` saved in a checkpoint (validated as any config is)."""
-    known = {f.name for f in dataclasses.fields(Config)}
-    saved = {k: v for k, v in meta["config"].items() if k in known}
     try:
-        return Config(**saved)
+        return Config.from_dict(meta["config"])
     except (ConfigError, TypeError) as e:
         raise CheckpointError(f"checkpoint {where!r} holds an invalid config: {e}") from None
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Sequence
 
 from paac.config import Config, ConfigError, flag
-from paac.signals import Terminated, raising, take_pending
+from paac.signals import Terminated, caught, raising
 
 
 def parse_config(
@@ -132,10 +131,9 @@ def main(default: Config, args: Sequence[str] | None = None, description: str = 
         with raising():
             return _main(default, args, description)
     except (KeyboardInterrupt, Terminated) as e:  # before training started (or a 2nd Ctrl-C)
-        take_pending()
         what = "terminated" if isinstance(e, Terminated) else "interrupted"
         print(f"paac: {what} before any checkpoint of this start", file=sys.stderr)
-        return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+        return 128 + caught(e)
 
 
 def _main(default: Config, args: Sequence[str] | None, description: str) -> int:

@@ -30,7 +30,7 @@ import numpy as np
 
 from paac.config import MODES, Config, ConfigError
 from paac.plot import PlotError, read_metrics
-from paac.signals import Terminated, take_pending
+from paac.signals import Terminated, caught
 
 CURVE_POINTS = 200
 
@@ -104,24 +104,6 @@ class ComparisonInterrupted(Exception):
         self.resumable = resumable
 
 
-def make_compare_dir(out_dir: str) -> None:
-    """Creates ``out_dir`` (the ``--compare-dir``) if needed; a ConfigError if it cannot be
-    created or written."""
-    import tempfile
-
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ConfigError(f"--compare-dir={out_dir!r} is invalid: it is not a directory")
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
-    except OSError as e:
-        why = e.strerror or str(e)
-        raise ConfigError(
-            f"--compare-dir={out_dir!r} is invalid: cannot create or write it ({why})"
-        ) from None
-
-
 def run_comparison(
     base: Config,
     out_dir: str,
@@ -175,9 +157,7 @@ def run_comparison(
             try:
                 result = train(config, progress=progress)
             except (KeyboardInterrupt, Terminated) as e:  # before its training began
-                take_pending()
-                signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
-                raise _interrupted(run_dir, config, signum) from None
+                raise _interrupted(run_dir, config, caught(e)) from None
             if result.interrupted:
                 raise _interrupted(run_dir, config, result.signal or signal.SIGINT)
         results.append(read_run(run_dir, mode, seed))
@@ -194,9 +174,8 @@ def _interrupted(run_dir: str, config: Config, signum: int) -> ComparisonInterru
 
 
 def _saved_config(run_dir: str) -> Config | None:
-    """The config of the run in ``run_dir`` (None if it has none), read as
-    :func:`paac.checkpoints.config_from_meta` reads a checkpoint's: keys that this version
-    does not know are dropped; a file that holds no valid config is a ConfigError."""
+    """The config of the run in ``run_dir`` (None if it has none; see
+    :meth:`Config.from_dict`); a file that holds no valid config is a ConfigError."""
     path = os.path.join(run_dir, "config.json")
 
     def invalid(why: str) -> ConfigError:
@@ -214,9 +193,8 @@ def _saved_config(run_dir: str) -> Config | None:
         raise invalid(f"not JSON: {e}") from None
     if not isinstance(saved, dict):
         raise invalid("not a JSON object")
-    known = {f.name for f in dataclasses.fields(Config)}
     try:
-        return Config(**{k: v for k, v in saved.items() if k in known})
+        return Config.from_dict(saved)
     except (ConfigError, TypeError, ValueError) as e:
         raise invalid(str(e)) from None
 
@@ -226,7 +204,7 @@ def _status(run_dir: str, config: Config) -> str:
     or stopped at its target score) or ``unfinished`` (this configuration's run, stopped
     with a checkpoint to resume)."""
     from paac.checkpoints import CHECKPOINT_SUBDIR, holds_checkpoint
-    from paac.envs import EpisodeStats
+    from paac.envs import SCORE_WINDOW
 
     saved = _saved_config(run_dir)
     if saved is None:
@@ -236,11 +214,11 @@ def _status(run_dir: str, config: Config) -> str:
             f"{run_dir!r} holds a run of another configuration: choose another --compare-dir"
         )
     summary = read_run(run_dir, config.mode, config.seed)
-    # Training stops at the target once a whole window of games (20) is in the mean.
+    # Training stops at the target once a whole window of games is in the mean.
     reached = (
         config.target_score is not None
         and summary.final_score is not None
-        and summary.episodes >= EpisodeStats(num_envs=1).window
+        and summary.episodes >= SCORE_WINDOW
         and summary.final_score >= config.target_score
     )
     if summary.steps >= config.num_updates * config.batch_size or reached:

@@ -180,6 +180,9 @@ def check_arch(config: Config, spec: EnvSpec) -> None:
         )
 
 
+SCORE_WINDOW = 20  # games in the "last-20" mean score, and in --target-score's decision
+
+
 class EpisodeStats:
     """Running raw scores of whole games across a vector of environments (host side).
 
@@ -188,7 +191,7 @@ class EpisodeStats:
     counted in episode lengths).
     """
 
-    def __init__(self, num_envs: int, window: int = 20):
+    def __init__(self, num_envs: int, window: int = SCORE_WINDOW):
         self.window = window
         self.returns = np.zeros(num_envs, np.float64)
         self.lengths = np.zeros(num_envs, np.int64)

@@ -52,6 +52,13 @@ def raising():
             signal.signal(sig, handler)
 
 
+def caught(e: BaseException) -> int:
+    """The signal behind a KeyboardInterrupt or :class:`Terminated` being handled, which
+    is then no longer pending."""
+    take_pending()
+    return signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+
+
 def take_pending() -> int | None:
     """The recorded signal, forgotten (call it where the exception was handled)."""
     global _pending

@@ -104,7 +104,7 @@ def make_run_dir(config: Config) -> str:
             )
         suffix += 1  # two automatic names in the same second
         run_dir = os.path.join(config.out_dir, config.env, f"{base}-{suffix}")
-    _check_writable(run_dir, "out_dir", config.out_dir)
+    check_writable(run_dir, "out_dir", config.out_dir)
     return run_dir
 
 
@@ -182,7 +182,9 @@ def _read_pid(fd: int) -> int | None:
         return None
 
 
-def _check_writable(run_dir: str, field: str, value: str) -> None:
+def check_writable(run_dir: str, field: str, value: str) -> None:
+    """Creates ``run_dir`` if needed; a ConfigError naming ``field`` if it cannot be
+    created or written."""
     try:
         os.makedirs(run_dir, exist_ok=True)
         probe = os.path.join(run_dir, ".write-test")
@@ -291,7 +293,7 @@ def _prepare_resume(config: Config, dp: DataParallel) -> _Resume | None:
     if dp.is_main and int(meta["update"]) < config.num_updates:
         _warn_moved_segments(saved, config)
     run_dir = run_dir_of(directory)
-    dp.agree(lambda: _check_writable(run_dir, "resume", config.resume) or "")
+    dp.agree(lambda: check_writable(run_dir, "resume", config.resume) or "")
     return _Resume(directory, step, meta, run_dir)
 
 
