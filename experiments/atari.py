@@ -5,8 +5,8 @@ python experiments/atari.py --env Pong-v5
 
 import sys
 
-from paac.cli import main
-from paac.config import Config
+from paac.core.config import Config
+from paac.tools.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(Config(), description=__doc__))

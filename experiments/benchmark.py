@@ -5,7 +5,7 @@
 Prints a table and one JSON line with every figure.
 """
 
-from paac.benchmark import main
+from paac.tools.benchmark import main
 
 if __name__ == "__main__":
     main()

@@ -14,14 +14,16 @@ import dataclasses
 import os
 import sys
 
-from paac.cli import parse_config
-from paac.compare import ComparisonInterrupted, run_comparison, write_comparison
-from paac.config import ConfigError
-from paac.presets import defaults_for
-from paac.signals import Terminated, caught, raising
+from paac.core.config import ConfigError
+from paac.core.xla_cpu import enable_ynn
+from paac.run.rundir import check_writable
+from paac.run.signals import Terminated, caught, raising
+from paac.tools.cli import parse_config
+from paac.tools.compare import ComparisonInterrupted, run_comparison, write_comparison
+from paac.tools.presets import defaults_for
 
 # CartPole: 300k steps each, and the published A3C/PAAC gradient clip (40) for every mode,
-# since a3c clips each worker's own (noisier) gradient; see the README.
+# since a3c clips each worker's own (noisier) gradient; see docs/algorithms.md.
 COMPARE_CONTROL = dict(total_steps=300_000, clip_norm=40.0)
 
 
@@ -35,11 +37,7 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    from paac.xla_cpu import enable_ynn
-
     enable_ynn()
-    from paac.train import check_writable
-
     try:
         known, rest = _parse_own_flags(argv)
     except ConfigError as e:

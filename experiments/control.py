@@ -5,8 +5,8 @@ python experiments/control.py --env CartPole-v1
 
 import sys
 
-from paac.cli import main
-from paac.presets import CONTROL
+from paac.tools.cli import main
+from paac.tools.presets import CONTROL
 
 if __name__ == "__main__":
     sys.exit(main(CONTROL, description=__doc__))

@@ -10,7 +10,7 @@ import sys
 
 import tyro
 
-from paac.config import ConfigError
+from paac.core.config import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +36,11 @@ class EvalArgs:
 
 def main() -> int:
     args = tyro.cli(EvalArgs, description=__doc__)
-    from paac.xla_cpu import enable_ynn
+    # Imported after parsing on purpose: --help and a bad flag answer without loading JAX.
+    from paac.core.xla_cpu import enable_ynn
 
     enable_ynn()
-    from paac.evaluate import evaluate, format_report
+    from paac.tools.evaluate import evaluate, format_report
 
     try:
         stats = evaluate(

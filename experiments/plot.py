@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from paac.plot import PlotError, plot_runs
+from paac.tools.plot import PlotError, plot_runs
 
 
 class _Parser(argparse.ArgumentParser):

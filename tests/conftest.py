@@ -2,9 +2,17 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# XLA compilation is most of the fast tier's time: keep compiled programs between runs of
+# the suite (this process only; the scripts the tests start compile afresh). The cache is
+# keyed by the program, JAX's version and XLA's flags, so it never changes a number.
+jax.config.update("jax_compilation_cache_dir", os.path.join(ROOT, ".pytest_cache", "jax"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 
 def script_env(base: dict | None = None) -> dict:

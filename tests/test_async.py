@@ -16,12 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from paac import asynchronous as A
-from paac import learner as L
-from paac.config import Config, ConfigError
-from paac.envs import EnvSpec, EpisodeStats, make_training_env
-from paac.networks import make_network
-from paac.train import RolloutCarry, collect_rollout
+import paac as L
+from paac.algorithms import asynchronous as A
+from paac.core.config import Config, ConfigError
+from paac.core.types import EnvSpec
+from paac.nets.networks import make_network
+from paac.run.envs import EpisodeStats, make_training_env
+from paac.run.rollout import RolloutCarry, collect_rollout
 from tests.test_learner import _oracle_grad
 
 T, N, NA = 4, 4, 2
@@ -138,7 +139,9 @@ def hand_a3c(config: Config, network, params0, batches, copies_of_round):
     return versions
 
 
-@pytest.mark.parametrize("staleness", ["round_robin", "fixed"])
+@pytest.mark.parametrize(
+    "staleness", ["round_robin", pytest.param("fixed", marks=pytest.mark.slow)]
+)
 def test_a3c_applies_each_workers_gradient_at_its_stale_copy(staleness):
     config = Config(**BASE, mode="a3c", workers=2, staleness=staleness, max_staleness=3)
     network, state, update, _ = _setup(config)
@@ -189,6 +192,7 @@ def _decided(params):
     return params
 
 
+@pytest.mark.slow  # a3c updates of several workers' copies compile for seconds
 def test_a3c_acts_with_each_workers_copy():
     config = Config(**BASE, mode="a3c", workers=2, staleness="fixed", max_staleness=2)
     network, state, update, act = _setup(config)
@@ -212,6 +216,7 @@ def test_a3c_acts_with_each_workers_copy():
     np.testing.assert_array_equal(np.asarray(actions), np.asarray(want))
 
 
+@pytest.mark.slow  # a3c and sync updates side by side compile for seconds
 def test_a3c_logs_loss_terms_as_sync_does():
     """In the first round every worker holds sync's parameters, so the round's logged loss
     terms are sync's: means over all real steps, although the two workers' halves of the
@@ -250,6 +255,7 @@ def test_a3c_lr_follows_a3c_convention():
 # --------------------------------------------------------------------------- #
 # ga3c
 # --------------------------------------------------------------------------- #
+@pytest.mark.slow  # several ga3c updates over the ring compile for seconds
 def test_ga3c_acts_with_the_params_of_lag_updates_ago():
     lag = 2
     config = Config(**BASE, mode="ga3c", policy_lag=lag)
@@ -302,6 +308,7 @@ def _train_updates(config: Config, updates: int):
 @pytest.mark.parametrize(
     "mode", [dict(mode="a3c", workers=1), dict(mode="ga3c", policy_lag=0)], ids=["a3c", "ga3c"]
 )
+@pytest.mark.slow  # trains sync and async side by side with EnvPool environments
 def test_staleness_zero_equals_sync(mode):
     base = dict(BASE, n_envs=8, t_max=5, total_steps=8 * 5 * 100, lr=0.01, seed=3)
     sync_state, sync_actions = _train_updates(Config(**base), 12)
@@ -320,10 +327,11 @@ def test_async_modes_reject_value_algos_and_uneven_workers():
         Config(**BASE, mode="a3c", staleness="lifo")
 
 
+@pytest.mark.slow
 def test_a_ring_larger_than_memory_is_refused(script, tmp_path):
     """Parameter versions an update cannot hold in the device's memory: one line naming the
     setting, before any allocation (not XLA's out-of-memory error, nor the OOM killer)."""
-    from paac.learner import check_state_fits, device_memory
+    from paac.run.memory import check_state_fits, device_memory
 
     network = make_network("mlp", NA)
     big = 2 * device_memory(jax.local_devices()[0]) // (4 * 4 * 64)  # versions to fill 2x

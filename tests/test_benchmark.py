@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the benchmark script in subprocesses
+
 
 def test_benchmark_smoke(script):
     out = script(
@@ -49,8 +51,8 @@ def test_benchmark_async_mode(script):
 def test_benchmark_bad_sizes_are_one_line(script):
     """Sizes the benchmark checks itself: they gave a ZeroDivisionError, a flag it does not
     have (--total-steps), or (--seconds nan) a measurement that never ended."""
-    from paac.benchmark import BenchConfig, run_benchmark
-    from paac.config import ConfigError
+    from paac.core.config import ConfigError
+    from paac.tools.benchmark import BenchConfig, run_benchmark
 
     for kwargs, message in (
         (dict(n_envs=0), "--n-envs=0 is invalid"),

@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 
 from paac import Config, ConfigError, train
-from paac.checkpoints import CheckpointError, locate, read_meta
-from paac.evaluate import evaluate
-from paac.metrics import COLUMNS, MetricsWriter, TensorBoardWriter
+from paac.run.checkpoints import CheckpointError, locate, read_meta
+from paac.run.metrics import COLUMNS, MetricsWriter, TensorBoardWriter
+from paac.tools.evaluate import evaluate
 from tests.conftest import ROOT, run_script, script_env
 
 # Another process training a run: it takes the run's lock as train does, then waits.
 HOLD_LOCK = """import sys, time
-from paac.train import RunLock
+from paac.run.rundir import RunLock
 RunLock(sys.argv[1]).__enter__()
 print("locked", flush=True)
 time.sleep(120)
@@ -59,6 +59,7 @@ def straight(tmp_path_factory):
     return result
 
 
+@pytest.mark.slow
 def test_resume_gives_the_straight_run(straight, tmp_path):
     """Training N steps straight equals training to N/2, stopping, and resuming to N."""
     run = tmp_path / "resumed"
@@ -93,6 +94,7 @@ def test_resume_gives_the_straight_run(straight, tmp_path):
             assert ours[key] == theirs[key], key
 
 
+@pytest.mark.slow
 def test_resume_warns_when_the_segments_move(straight, tmp_path, capsys):
     """A resume may change --checkpoint-interval, but with exact resume the environments
     restart at each interval checkpoint: the run is then no longer exact, and is told so."""
@@ -108,6 +110,7 @@ def test_resume_warns_when_the_segments_move(straight, tmp_path, capsys):
     assert "no longer equals" in err
 
 
+@pytest.mark.slow
 def test_keep_bounds_checkpoints(tmp_path):
     cfg = Config(**{**CARTPOLE, "checkpoint_interval": 1000}, keep=2, out_dir=str(tmp_path))
     result = train(cfg, progress=False)
@@ -117,6 +120,7 @@ def test_keep_bounds_checkpoints(tmp_path):
     assert meta["format_version"] == 2 and meta["episode_stats"]["episodes"] > 0
 
 
+@pytest.mark.slow
 def test_half_written_checkpoint_is_ignored(straight, tmp_path):
     """A save killed midway leaves orbax's temporary directory: never taken for a checkpoint."""
     from orbax.checkpoint._src.path.atomicity import TMP_DIR_SUFFIX
@@ -141,6 +145,7 @@ def _one_error_line(out):
     return lines[0]
 
 
+@pytest.mark.slow
 def test_bad_paths_and_corrupt_checkpoints(straight, tmp_path):
     assert "no such file" in _one_error_line(_eval_cli(str(tmp_path / "missing")))
     (tmp_path / "empty").mkdir()
@@ -169,7 +174,7 @@ def test_bad_paths_and_corrupt_checkpoints(straight, tmp_path):
 
 
 def test_only_closed_loop_callbacks_are_silenced(monkeypatch):
-    from paac import checkpoints
+    from paac.run import checkpoints
 
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.exc_value))
@@ -206,6 +211,7 @@ def test_only_closed_loop_callbacks_are_silenced(monkeypatch):
     ]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_names_its_own_directory(straight, tmp_path, script):
     """A run directory moved elsewhere resumes there, and its config.json then says where
     it is; --out-dir/--run-name that point elsewhere are refused (they were ignored, and
@@ -242,6 +248,7 @@ def test_a_resumed_run_names_its_own_directory(straight, tmp_path, script):
     assert out.returncode == 0, out.stderr
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_touches_nothing(straight, tmp_path, script):
     """It trained nothing, yet wrote a new TensorBoard file and config.json, and warned of
     moved segments that would never come."""
@@ -261,6 +268,7 @@ def test_resuming_a_finished_run_touches_nothing(straight, tmp_path, script):
     assert _listing(run) == before
 
 
+@pytest.mark.slow
 def test_total_steps_off_the_batch_are_announced(tmp_path, capsys):
     config = Config(**{**CARTPOLE, "total_steps": 1010}, out_dir=str(tmp_path))
     assert train(config, progress=False).steps == 1000
@@ -269,6 +277,7 @@ def test_total_steps_off_the_batch_are_announced(tmp_path, capsys):
     assert "the run ends at step 1,000" in err
 
 
+@pytest.mark.slow
 def test_conflicting_resume_is_refused_untouched(straight, tmp_path, script):
     run = tmp_path / "run"
     shutil.copytree(straight.run_dir, run)
@@ -281,6 +290,7 @@ def test_conflicting_resume_is_refused_untouched(straight, tmp_path, script):
     assert _listing(run) == before
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_continues(tmp_path, script):
     run_dir = tmp_path / "CartPole-v1" / "term"
     proc = subprocess.Popen(
@@ -341,6 +351,7 @@ def test_tensorboard_rows_reach_the_file_as_they_are_written(tmp_path):
     writer.close()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_never_gets_ahead_of_the_tensorboard_logs(tmp_path):
     """Killed the moment a checkpoint exists: TensorBoard already holds every row up to the
     checkpoint's step, the rows a resume from it keeps (it drops the later ones)."""
@@ -366,13 +377,14 @@ def test_a_checkpoint_never_gets_ahead_of_the_tensorboard_logs(tmp_path):
     assert logged <= {step for tag, step in _tensorboard(run_dir) if tag == "paac/lr"}
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_during_a_checkpoint_lets_it_finish(tmp_path, monkeypatch, capsys):
     """Ctrl-C twice while an interval checkpoint is being saved: the checkpoint is finished
     (no half-written one left), then the run stops at once, at that checkpoint."""
     import importlib
 
-    train_module = importlib.import_module("paac.train")
-    real_save = train_module.Checkpointer.save
+    setup_module = importlib.import_module("paac.run.setup")
+    real_save = setup_module.Checkpointer.save
 
     def save(self, step, *args):
         if step == 4000:  # the first interval checkpoint
@@ -380,7 +392,7 @@ def test_a_second_ctrl_c_during_a_checkpoint_lets_it_finish(tmp_path, monkeypatc
             os.kill(os.getpid(), signal.SIGINT)
         real_save(self, step, *args)
 
-    monkeypatch.setattr(train_module.Checkpointer, "save", save)
+    monkeypatch.setattr(setup_module.Checkpointer, "save", save)
     cfg = Config(**{**CARTPOLE, "total_steps": 80_000}, out_dir=str(tmp_path), run_name="twice")
     result = train(cfg, progress=False)
     assert result.interrupted and result.steps == 4000 and result.signal == signal.SIGINT
@@ -390,10 +402,11 @@ def test_a_second_ctrl_c_during_a_checkpoint_lets_it_finish(tmp_path, monkeypatc
     assert line.startswith("paac: interrupted at step 4,000,") and "checkpoint" not in line
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_between_checkpoints_names_the_last_one(tmp_path, monkeypatch, capsys):
     import importlib
 
-    train_module = importlib.import_module("paac.train")
+    train_module = importlib.import_module("paac.run.train")
     real_collect = train_module.collect_rollout
     calls = 0
 
@@ -414,13 +427,13 @@ def test_a_second_ctrl_c_between_checkpoints_names_the_last_one(tmp_path, monkey
     assert "(its last checkpoint is at step 4,000)" in line
 
 
+@pytest.mark.slow
 def test_sigterm_during_start_up_is_reported(monkeypatch, capsys):
     """SIGTERM before the training loop (creating environments, restoring) stops the start
     with a line saying so and status 143, as Ctrl-C does with 130; it used to kill the
     process without a word."""
-    import importlib
 
-    from paac import cli
+    from paac.tools import cli
 
     def starting(config):  # start-up, before train installs its own handlers
         os.kill(os.getpid(), signal.SIGTERM)
@@ -428,7 +441,7 @@ def test_sigterm_during_start_up_is_reported(monkeypatch, capsys):
         raise AssertionError("SIGTERM did not stop the start-up")
 
     before = signal.getsignal(signal.SIGTERM)
-    monkeypatch.setattr(importlib.import_module("paac.train"), "train", starting)
+    monkeypatch.setattr(cli, "train", starting)
     assert cli.main(Config(**CARTPOLE), []) == 128 + signal.SIGTERM
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "paac: terminated before any checkpoint of this start"
@@ -436,6 +449,7 @@ def test_sigterm_during_start_up_is_reported(monkeypatch, capsys):
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+@pytest.mark.slow
 def test_evaluate_cartpole_with_videos(straight, tmp_path):
     import imageio.v3 as iio
     from PIL import Image
@@ -469,6 +483,7 @@ def test_evaluate_cartpole_with_videos(straight, tmp_path):
     assert set(os.listdir(tmp_path)) == {"play.gif", "play.mp4"}  # no partial files left
 
 
+@pytest.mark.slow
 def test_evaluate_rejects_bad_video_path(straight, tmp_path):
     line = _one_error_line(_eval_cli(straight.run_dir, "--video", str(tmp_path / "x.avi")))
     assert ".mp4 or .gif" in line
@@ -482,6 +497,7 @@ def test_evaluate_rejects_bad_video_path(straight, tmp_path):
         assert f"--fps={float(fps)!r} is invalid" in line
 
 
+@pytest.mark.slow
 def test_evaluate_reports_what_it_played_when_an_output_cannot_be_written(
     straight, tmp_path, monkeypatch
 ):
@@ -515,7 +531,7 @@ def test_evaluate_reports_what_it_played_when_an_output_cannot_be_written(
     assert not (tmp_path / "play.mp4").exists()
 
     # ffmpeg dying mid-game comes as a RuntimeError: the same.
-    from paac.evaluate import VideoWriter
+    from paac.tools.evaluate import VideoWriter
 
     def ffmpeg_dies(self, frame):
         raise RuntimeError("ffmpeg exited with status 1")
@@ -529,6 +545,7 @@ def test_evaluate_reports_what_it_played_when_an_output_cannot_be_written(
     assert len(stats["scores"]) == 2 and not list(tmp_path.glob("play*.mp4"))
 
 
+@pytest.mark.slow
 def test_evaluate_pong_checkpoint(tmp_path, script):
     import imageio.v3 as iio
 
@@ -551,6 +568,7 @@ def test_evaluate_pong_checkpoint(tmp_path, script):
     assert f"{stats['mean']:.2f}" in out.stdout
 
 
+@pytest.mark.slow
 def test_resume_only_from_the_latest_checkpoint(straight, tmp_path, script):
     run = tmp_path / "run"
     shutil.copytree(straight.run_dir, run)
@@ -561,6 +579,7 @@ def test_resume_only_from_the_latest_checkpoint(straight, tmp_path, script):
     assert _listing(run) == before
 
 
+@pytest.mark.slow
 def test_a_used_run_name_is_not_reused(straight, tmp_path):
     out_dir = os.path.dirname(os.path.dirname(straight.run_dir))
     before = _listing(straight.run_dir)
@@ -583,6 +602,7 @@ def test_a_used_run_name_is_not_reused(straight, tmp_path):
     ],
     ids=["one-gpu", "mesh-of-two"],
 )
+@pytest.mark.slow
 def test_checkpoint_from_another_device_restores_here(straight, tmp_path, saved_on):
     """A checkpoint records the devices it was saved from (say, a GPU, or a mesh of two
     devices this machine lacks); it must load here, on this one CPU device."""
@@ -596,6 +616,7 @@ def test_checkpoint_from_another_device_restores_here(straight, tmp_path, saved_
     assert stats["step"] == 8000
 
 
+@pytest.mark.slow
 def test_value_based_resume_is_exact(tmp_path):
     """Sarsa: target network, per-environment epsilons and the look-ahead action survive."""
     cfg = dict(CARTPOLE, algo="sarsa", target_interval=1000, epsilon_anneal_steps=4000)
@@ -616,6 +637,7 @@ def test_value_based_resume_is_exact(tmp_path):
     [dict(mode="a3c", workers=4, staleness="uniform", max_staleness=3), dict(mode="ga3c")],
     ids=["a3c", "ga3c"],
 )
+@pytest.mark.slow
 def test_async_resume_is_exact(tmp_path, mode):
     """The parameter ring, the workers' copies and the delay RNG survive a resume."""
     cfg = dict(CARTPOLE, **mode)
@@ -633,6 +655,7 @@ def test_async_resume_is_exact(tmp_path, mode):
     assert _rows(run)[-1]["staleness"] == _rows(straight.run_dir)[-1]["staleness"] != ""
 
 
+@pytest.mark.slow
 def test_old_format_is_named(straight, tmp_path):
     run = tmp_path / "old"
     shutil.copytree(straight.run_dir, run)
@@ -644,19 +667,20 @@ def test_old_format_is_named(straight, tmp_path):
     assert "format version 99" in line and "reads versions 1, 2" in line
 
 
+@pytest.mark.slow
 def test_format_1_checkpoint_restores_and_resumes(straight, tmp_path):
     """Checkpoints written before LearnerState.extra existed (a2c, format 1) still load."""
     import orbax.checkpoint as ocp
 
-    from paac.checkpoints import _LearnerStateV1
-    from paac.envs import EnvSpec
-    from paac.learner import network_for, state_template
+    from paac.algorithms.build import network_for, state_template
+    from paac.core.types import EnvSpec
+    from paac.run.checkpoints import _LearnerStateV1
 
     cfg = Config(**CARTPOLE)
     spec = EnvSpec((4,), np.dtype("float32"), 2, False)
     template = state_template(cfg, network_for(cfg, spec), spec)
     directory, _ = locate(straight.run_dir)
-    from paac.checkpoints import restore
+    from paac.run.checkpoints import restore
 
     step = 4000  # written in format 1, then resumed to the end of the straight run
     new = restore(directory, step, template)
@@ -697,7 +721,7 @@ def test_metrics_header_is_upgraded(tmp_path):
     assert rows[1]["step"] == "2" and rows[1]["epsilon"] == "0.5"
     # Mixed rows (a resumed process appended today's columns under the old header), then a
     # resume from step 2: the rows are read under the right names before truncating.
-    from paac.metrics import truncate_metrics
+    from paac.run.metrics import truncate_metrics
 
     today = ["2"] + [""] * (len(COLUMNS) - 1)
     today[COLUMNS.index("epsilon")] = "0.25"
@@ -714,7 +738,7 @@ def test_metrics_header_is_upgraded(tmp_path):
 def test_resume_drops_a_row_cut_short(tmp_path):
     """A process killed while writing a row leaves it without its newline: "2800" may read
     "28", and the resumed run's next row would continue that line."""
-    from paac.metrics import truncate_metrics
+    from paac.run.metrics import truncate_metrics
 
     path = tmp_path / "metrics.csv"
     full = [str(s) + "," * (len(COLUMNS) - 1) for s in (1000, 2000)]
@@ -736,7 +760,7 @@ def test_resume_drops_a_row_cut_short(tmp_path):
 
 def test_write_atomic_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     """config.json, eval JSONs and rewritten metrics.csv files are whole or untouched."""
-    from paac.metrics import write_atomic
+    from paac.run.metrics import write_atomic
 
     path = tmp_path / "config.json"
     write_atomic(str(path), "old")
@@ -751,6 +775,7 @@ def test_write_atomic_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["config.json"]
 
 
+@pytest.mark.slow
 def test_a_run_in_use_is_locked(straight, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(straight.run_dir, run)
@@ -777,6 +802,7 @@ def test_a_run_in_use_is_locked(straight, tmp_path):
     assert not (run / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_a_run_named_like_a_step_is_a_run(straight, tmp_path):
     """``--run-name 42``: its directory sits in ``<out>/<env>``, which orbax would take for a
     directory of steps; it is still read as a run directory (its latest checkpoint)."""
@@ -797,7 +823,7 @@ def test_run_lock_admits_one_of_many_starters(tmp_path):
     """Starters racing for a run, over a lock file left by a killed process: at no moment
     do two hold the lock, and in each round one of them gets it. Threads contend as
     processes do (each opens its own file description)."""
-    from paac.train import RunLock
+    from paac.run.rundir import RunLock
 
     lock_file = tmp_path / ".lock"
     holding, most, won, errors = 0, 0, [], []
@@ -836,7 +862,7 @@ def test_run_lock_admits_one_of_many_starters(tmp_path):
 def test_run_lock_leaves_others_lock_files_alone(tmp_path, monkeypatch):
     """A lock file deleted by hand and made again by another process is not ours to remove;
     a lock whose pid cannot be written is let go of."""
-    from paac.train import RunLock
+    from paac.run.rundir import RunLock
 
     lock = RunLock(str(tmp_path)).__enter__()
     os.remove(tmp_path / ".lock")
@@ -863,7 +889,7 @@ def test_run_lock_without_file_locks(tmp_path, monkeypatch, capsys):
     """On a file system without locks the run trains unlocked, and says so."""
     import fcntl
 
-    from paac.train import RunLock
+    from paac.run.rundir import RunLock
 
     def no_locks(fd, op):
         raise OSError(errno.ENOLCK, "No locks available")
@@ -872,3 +898,29 @@ def test_run_lock_without_file_locks(tmp_path, monkeypatch, capsys):
     with RunLock(str(tmp_path)):
         pass
     assert "cannot lock" in capsys.readouterr().err
+
+
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "cartpole-mlp-a8126b7")
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_the_flat_package_evaluates_and_resumes_exactly(straight, tmp_path):
+    """A run written by paac before its modules moved into layers (commit a8126b7: the
+    CARTPOLE run stopped at its 4000-step checkpoint) still evaluates, and resumed to 8000
+    equals today's straight run: the checkpoint format did not change."""
+    run = tmp_path / "old"
+    shutil.copytree(FIXTURE, run)
+    meta, _, step = read_meta(str(run))
+    assert step == 4000 and meta["format_version"] == 2
+    assert {k: meta["config"][k] for k in CARTPOLE} == CARTPOLE
+    stats = evaluate(str(run), episodes=2, greedy=True, write_json=False)
+    assert stats["step"] == 4000 and len(stats["scores"]) == 2
+    resumed = train(Config(**CARTPOLE, resume=str(run)), progress=False)
+    assert resumed.steps == 8000 and resumed.run_dir == str(run)
+    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    ours, theirs = _rows(run), _rows(straight.run_dir)
+    assert [r["step"] for r in ours] == [r["step"] for r in theirs]
+    for a, b in zip(ours, theirs, strict=True):
+        for col in set(a) - {"walltime", "sps"}:
+            assert a[col] == b[col], (a["step"], col)

@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from paac.compare import (
+from paac.core.config import Config, ConfigError
+from paac.tools.compare import (
     RunSummary,
     _on_grid,
     _status,
@@ -15,7 +16,6 @@ from paac.compare import (
     mode_label,
     plot_comparison,
 )
-from paac.config import Config, ConfigError
 
 
 def _summary(mode, seed, final, sps=1000.0, steps=100):
@@ -89,6 +89,7 @@ def test_mode_labels():
     assert mode_label(Config(**base, mode="ga3c", policy_lag=5)) == "ga3c (lag 5)"
 
 
+@pytest.mark.slow
 def test_compare_async_writes_plot_and_table(script, tmp_path):
     args = (
         "compare_async.py", "--env", "CartPole-v1", "--seeds", "0", "1", "--total-steps", "2000",
@@ -144,6 +145,7 @@ def test_compare_async_writes_plot_and_table(script, tmp_path):
         (("--seeds", "0", "--algo", "q"), "--mode='a3c' is invalid: the async modes are for"),
     ],
 )
+@pytest.mark.slow
 def test_compare_async_bad_input(script, tmp_path, args, message):
     out = script("compare_async.py", "--compare-dir", str(tmp_path), *args, timeout=120)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
@@ -165,14 +167,15 @@ def _compare_script():
     return module
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_comparison_and_a_rerun_resumes(tmp_path, monkeypatch, capsys):
     """Ctrl-C during the first run: that run checkpoints, the comparison stops (exit 130,
     the next run never starts); the same command again resumes it and finishes them all."""
     import importlib
 
-    from paac.checkpoints import locate
+    from paac.run.checkpoints import locate
 
-    train_module = importlib.import_module("paac.train")
+    train_module = importlib.import_module("paac.run.setup")
     writer = _press_ctrl_c_after_the_first_row(monkeypatch, times=1)
     argv = [
         "--env", "CartPole-v1", "--modes", "sync", "ga3c", "--seeds", "0", "--n-envs", "4",
@@ -198,7 +201,7 @@ def test_ctrl_c_stops_the_comparison_and_a_rerun_resumes(tmp_path, monkeypatch, 
 def _fake_run(tmp_path, config: Config, rows, config_text=None) -> str:
     """A run directory as training leaves it, without a checkpoint: ``config.json`` and a
     ``metrics.csv`` of ``rows`` (dicts of some of its columns)."""
-    from paac.metrics import COLUMNS
+    from paac.run.metrics import COLUMNS
 
     run_dir = tmp_path / "runs" / config.env / f"{config.mode}-s{config.seed}"
     run_dir.mkdir(parents=True)
@@ -265,7 +268,7 @@ def _press_ctrl_c_after_the_first_row(monkeypatch, times: int):
     import importlib
     import signal
 
-    train_module = importlib.import_module("paac.train")
+    train_module = importlib.import_module("paac.run.setup")
     writer = train_module.MetricsWriter
 
     class CtrlC(writer):
@@ -283,6 +286,7 @@ def _press_ctrl_c_after_the_first_row(monkeypatch, times: int):
     return writer
 
 
+@pytest.mark.slow
 def test_a_run_stopped_above_the_target_before_20_games_is_resumed(tmp_path, monkeypatch, capsys):
     """Ctrl-C after the first row (a few games, all scoring above a low target): the rerun
     resumes the run, and it ends where training's own rule stops it: 20 games at or above
@@ -300,7 +304,7 @@ def test_a_run_stopped_above_the_target_before_20_games_is_resumed(tmp_path, mon
     with open(metrics, newline="") as f:
         stopped = list(csv.DictReader(f))[-1]
     assert int(stopped["episodes"]) < 20 and float(stopped["score_last20"]) >= 5  # as if reached
-    monkeypatch.setattr(importlib.import_module("paac.train"), "MetricsWriter", writer)
+    monkeypatch.setattr(importlib.import_module("paac.run.setup"), "MetricsWriter", writer)
     assert script.main(argv) == 0
     assert "sync-s0: resuming" in capsys.readouterr().out
     with open(metrics, newline="") as f:
@@ -309,6 +313,7 @@ def test_a_run_stopped_above_the_target_before_20_games_is_resumed(tmp_path, mon
     assert int(stopped["step"]) < int(last["step"]) < 4000  # stopped at the target
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_says_which_directory_to_delete(tmp_path, monkeypatch, capsys):
     """Two Ctrl-C: the run stops with no checkpoint; the comparison says (in one line, exit
     130 as for any Ctrl-C) to delete its directory, since a rerun would refuse it; after
@@ -329,7 +334,7 @@ def test_a_second_ctrl_c_says_which_directory_to_delete(tmp_path, monkeypatch, c
         f"paac: comparison stopped in {run_dir} before it saved a checkpoint: "
         f"delete {run_dir} and run the same command again"
     )
-    monkeypatch.setattr(importlib.import_module("paac.train"), "MetricsWriter", writer)
+    monkeypatch.setattr(importlib.import_module("paac.run.setup"), "MetricsWriter", writer)
     assert script.main(argv) == 2  # as it says: the rerun refuses the run
     assert "saved no checkpoint: delete it" in capsys.readouterr().err
     shutil.rmtree(run_dir)

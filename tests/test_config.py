@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from paac.cli import parse_config
-from paac.config import Config, ConfigError
+from paac.core.config import Config, ConfigError
+from paac.tools.cli import parse_config
 
 
 def test_defaults_are_paac_atari():
@@ -107,6 +107,7 @@ def test_flags_are_spelled_as_documented():
         (["--arch", "mlp"], "--arch"),  # vector torso on Atari frames
     ],
 )
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line_and_exit_2(script, tmp_path, args, flag):
     out = script("atari.py", *args, "--out-dir", str(tmp_path), timeout=120)
     assert out.returncode == 2, out.stderr
@@ -117,6 +118,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(script, tmp_path, args, flag):
     assert not any(tmp_path.iterdir()), "bad input must not create outputs"
 
 
+@pytest.mark.slow
 def test_cli_unwritable_out_dir(script, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

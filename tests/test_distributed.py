@@ -22,12 +22,12 @@ import jax
 import numpy as np
 import pytest
 
-from paac.cli import parse_config
-from paac.config import Config, ConfigError
-from paac.distributed import DataParallel, distributed_settings
-from paac.envs import EnvSpec
-from paac.learner import Batch, init_state, make_algorithm, network_for, state_template
-from paac.train import train
+from paac.algorithms.build import init_state, make_algorithm, network_for, state_template
+from paac.core.config import Config, ConfigError
+from paac.core.types import Batch, EnvSpec
+from paac.run.distributed import DataParallel, distributed_settings
+from paac.run.train import train
+from paac.tools.cli import parse_config
 from tests.conftest import ROOT, script_env
 
 CARTPOLE = dict(
@@ -188,6 +188,7 @@ def one_device(tmp_path_factory):
     return train(Config(**CARTPOLE, out_dir=str(out), run_name="a2c"), progress=False)
 
 
+@pytest.mark.slow
 def test_two_devices_train_as_one(two_devices, one_device, tmp_path):
     """a2c and Sarsa on CartPole, 8 environments split over 2 devices, equal the runs on one
     device: parameters, optimiser state, target network and the logged numbers."""
@@ -207,6 +208,7 @@ def test_two_devices_train_as_one(two_devices, one_device, tmp_path):
     assert results["sarsa"]["episodes"] == sarsa.episodes > 0
 
 
+@pytest.mark.slow
 def test_two_devices_atari_cnn_update(two_devices):
     """The nips-CNN update on Atari-shaped batches split over two devices equals one device's."""
     out, _ = two_devices
@@ -222,6 +224,7 @@ def test_two_devices_atari_cnn_update(two_devices):
     assert max(float(np.max(np.abs(a - b))) for a, b in zip(first, ours, strict=True)) > 1e-3
 
 
+@pytest.mark.slow
 def test_checkpoint_of_two_devices_resumes_on_one(two_devices, one_device, tmp_path):
     out, results = two_devices
     run = tmp_path / "resumed"
@@ -237,11 +240,13 @@ def test_checkpoint_of_two_devices_resumes_on_one(two_devices, one_device, tmp_p
     _assert_same_rows(_rows(str(run)), _rows(one_device.run_dir))
 
 
+@pytest.mark.slow
 def test_async_mode_defaults_to_one_device(two_devices):
     _, results = two_devices
     assert results["a3c"] == {"steps": 400, "devices": 1}
 
 
+@pytest.mark.slow
 def test_device_errors_are_clear(two_devices):
     _, results = two_devices
     errors = results["errors"]
@@ -271,6 +276,7 @@ def test_impossible_placements_are_refused(fields, message):
     assert message in str(err.value)
 
 
+@pytest.mark.slow
 def test_bad_coordinator_address_is_one_line():
     out = subprocess.run(
         [sys.executable, os.path.join(ROOT, "experiments", "control.py"),
@@ -367,8 +373,8 @@ def two_processes(tmp_path_factory):
 
 
 def _final_state(run_dir: str):
-    from paac.checkpoints import locate, restore
-    from paac.envs import env_spec, make_env
+    from paac.run.checkpoints import locate, restore
+    from paac.run.envs import env_spec, make_env
 
     directory, step = locate(run_dir)
     spec = env_spec(make_env("CartPole-v1", 1, 0))
@@ -376,6 +382,7 @@ def _final_state(run_dir: str):
     return restore(directory, step, state_template(cfg, network_for(cfg, spec), spec)).state
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one(two_processes, one_device):
     """Two processes with 4 environments each equal one process with 8: checkpoints
     (written together), parameters and logs; process 0 alone writes the logs and the config."""
@@ -392,6 +399,7 @@ def test_two_processes_train_as_one(two_processes, one_device):
     assert not os.path.exists(os.path.join(run_dir, ".lock"))
 
 
+@pytest.mark.slow
 def test_two_processes_resume_as_one(two_processes, one_device, tmp_path):
     """A two-process run that lost everything after its step-2000 checkpoint, resumed by
     both processes with ``--resume RUN_DIR`` alone (the saved config is the default), ends
@@ -410,6 +418,7 @@ def test_two_processes_resume_as_one(two_processes, one_device, tmp_path):
     _assert_close(_leaves(_final_state(run_dir)), _leaves(one_device.state))
 
 
+@pytest.mark.slow
 def test_async_mode_over_processes_set_by_environment_is_refused(tmp_path):
     """Processes given by $JAX_* alone (no flags for Config to check): the async mode is
     named, not a --devices the user never gave."""
@@ -423,6 +432,7 @@ def test_async_mode_over_processes_set_by_environment_is_refused(tmp_path):
     assert not os.path.exists(tmp_path / "CartPole-v1" / "a3c")
 
 
+@pytest.mark.slow
 def test_a_signal_to_one_process_stops_both(tmp_path):
     """SIGTERM to process 1 alone: both stop after the same update, save that checkpoint
     together, and exit 143."""

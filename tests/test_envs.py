@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from paac.config import Config, ConfigError
-from paac.envs import EpisodeStats, check_arch, env_spec, is_atari, make_env, make_training_env
+from paac.core.config import Config, ConfigError
+from paac.core.tasks import is_atari
+from paac.run.envs import EpisodeStats, check_arch, env_spec, make_env, make_training_env
 
 
 def test_envpool_resets_on_the_step_after_done():
@@ -75,7 +76,9 @@ def test_arch_must_match_observations():
         check_arch(Config(env="Pong-v5", arch="mlp"), pong)
 
 
-@pytest.mark.parametrize("arch,smallest", [("nips", 20), ("nature", 36)])
+@pytest.mark.parametrize(
+    "arch,smallest", [("nips", 20), pytest.param("nature", 36, marks=pytest.mark.slow)]
+)
 def test_frames_too_small_for_the_torso_are_refused(arch, smallest):
     """Frames smaller than the convolutions can take (or channels-last frames such as
     gfootball's (72, 96, 4), read as 72 frames of 96 x 4) left a torso of zero size that
@@ -83,8 +86,8 @@ def test_frames_too_small_for_the_torso_are_refused(arch, smallest):
     network itself: its dense layer gets inputs at that size, none one pixel below."""
     import jax
 
-    from paac.envs import EnvSpec
-    from paac.networks import make_torso
+    from paac.core.types import EnvSpec
+    from paac.nets.networks import make_torso
 
     def spec(shape):
         return EnvSpec(shape, np.dtype("uint8"), 4, True)

@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import ROOT, script_env
 
+pytestmark = pytest.mark.slow  # subprocesses, signals and learning runs
+
 LOSS_COLUMNS = ("policy_loss", "value_loss", "entropy", "grad_norm", "lr", "sps", "walltime")
 
 
@@ -159,18 +161,20 @@ def test_a_signal_while_the_run_is_set_up_stops_before_it_trains(tmp_path, monke
     anything of the run is written; the training loop never starts."""
     import importlib
 
-    from paac import Config, signals
-    from paac.cli import main
+    from paac import Config
+    from paac.run import signals
+    from paac.tools.cli import main
 
-    train_module = importlib.import_module("paac.train")
-    real_init = train_module.init_state
+    setup_module = importlib.import_module("paac.run.setup")
+    train_module = importlib.import_module("paac.run.train")
+    real_init = setup_module.init_state
 
     def init_state(*args):  # the signal comes in the middle of it
         os.kill(os.getpid(), signal.SIGTERM)
         return real_init(*args)
 
     monkeypatch.setenv("PAAC_XLA_CPU_YNN", "0")  # main() must not change this process's XLA
-    monkeypatch.setattr(train_module, "init_state", init_state)
+    monkeypatch.setattr(setup_module, "init_state", init_state)
     monkeypatch.setattr(train_module, "collect_rollout", lambda *a: pytest.fail("trained"))
     config = Config(
         env="CartPole-v1", arch="mlp", n_envs=4, total_steps=1000, out_dir=str(tmp_path)
@@ -190,7 +194,7 @@ def test_a_signal_while_the_run_is_set_up_stops_before_it_trains(tmp_path, monke
 def test_nstep_q_learns_cartpole(script, tmp_path, seed):
     """n-step Q (Mnih et al. 2016) in the same loop: its greedy policy scores >= 400 on
     CartPole-v1 (mean of 20 games) after 300k steps. Seeds 0-4 scored 497-500 here."""
-    from paac.evaluate import evaluate
+    from paac.tools.evaluate import evaluate
 
     out = script(
         "control.py", "--algo", "nstep_q", "--seed", str(seed), "--total-steps", "300000",

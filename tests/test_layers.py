@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 
-from paac import layers
-from paac.xla_cpu import YNN_FLAG, enable_ynn
+from paac.core.xla_cpu import YNN_FLAG, enable_ynn
+from paac.nets import layers
 from tests.conftest import ROOT, script_env
 
 # (batch, size, c_in, c_out, kernel, stride): the Atari layers, plus odd shapes.
@@ -99,10 +99,11 @@ def test_enable_ynn_never_touches_a_started_backend(monkeypatch):
 
 def two_updates(conv_impl: str) -> dict:
     """Parameters after two nips and nature updates on a fixed random batch."""
-    from paac.config import Config
-    from paac.envs import EnvSpec
-    from paac.learner import Batch, init_state, make_update
-    from paac.networks import make_network
+    from paac.algorithms.a2c import make_update
+    from paac.algorithms.build import init_state
+    from paac.core.config import Config
+    from paac.core.types import Batch, EnvSpec
+    from paac.nets.networks import make_network
 
     out = {}
     for arch in ("nips", "nature"):
@@ -130,7 +131,7 @@ def two_updates(conv_impl: str) -> dict:
 
 _YNN_SCRIPT = """
 import sys, numpy as np
-from paac.xla_cpu import enable_ynn
+from paac.core.xla_cpu import enable_ynn
 if not enable_ynn():
     sys.exit(3)
 from tests.test_layers import two_updates
@@ -138,6 +139,7 @@ np.savez(sys.argv[1], **two_updates("xla"))
 """
 
 
+@pytest.mark.slow
 def test_fast_paths_give_the_plain_updates(tmp_path):
     """Plain XLA:CPU convolutions are the reference (this process runs without YNN); the
     matmul kernel gradient, and XLA's YNN dot fusion (in a fresh process, since XLA reads

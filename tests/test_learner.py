@@ -22,10 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from paac import learner as L
-from paac.config import Config
-from paac.envs import EnvSpec
-from paac.networks import make_network
+import paac as L
+from paac.core.config import Config
+from paac.core.types import EnvSpec
+from paac.nets.networks import make_network
 
 T, N, A = 4, 3, 2
 SPEC = EnvSpec(obs_shape=(4,), obs_dtype=np.dtype("float32"), num_actions=A, is_image=False)

@@ -6,7 +6,7 @@ import chex
 import jax
 import numpy as np
 
-from paac import losses as L
+from paac.ops import losses as L
 
 ENT_COEF = 0.01
 VALUE_COEF = 0.5

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from paac.learner import num_params
-from paac.networks import make_network, make_torso
+from paac.algorithms.common import num_params
+from paac.nets.networks import make_network, make_torso
 
 FRAME_SHAPE = (4, 84, 84)  # EnvPool Atari: channels-first stack of 4 grey 84x84 frames
 
@@ -330,6 +330,7 @@ def test_policy_init_scale_sets_the_policy_head_gain():
     np.testing.assert_allclose(_gram_cols(params["Dense_0"]["kernel"]), 4.0 * np.eye(3), atol=1e-4)
 
 
+@pytest.mark.slow  # initialises the nips torso op by op, for seconds
 def test_paac_init_is_uniform_in_inverse_sqrt_fan_in():
     """--init paac: every kernel and bias uniform in +-1/sqrt(fan_in) (std d/sqrt(3))."""
     net = make_network("nips", 6, init="paac")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from paac.plot import DPI, FIGSIZE, PlotError, load_run, plot_runs, smooth
+from paac.tools.plot import DPI, FIGSIZE, PlotError, load_run, plot_runs, smooth
 
 HEADER = (
     "step,update,walltime,sps,score,score_last20,episodes,episode_length,policy_loss,"
@@ -197,7 +197,7 @@ def test_plot_runs_draws_the_smoothed_scores_of_each_run(tmp_path, two_runs, mon
 
 
 def test_shared_default_labels_get_what_tells_the_runs_apart(tmp_path):
-    from paac.plot import _disambiguate
+    from paac.tools.plot import _disambiguate
 
     config = {"env": "CartPole-v1", "arch": "mlp", "seed": 0}
     lines = [metrics_line(100, 1.0, 5.0)]
@@ -243,6 +243,7 @@ def run_cli(script, *arg_lists):
         return list(pool.map(lambda args: script("plot.py", *args, timeout=60), arg_lists))
 
 
+@pytest.mark.slow
 def test_cli_writes_png_and_prints_path(script, tmp_path, two_runs):
     out = tmp_path / "cli.png"
     res_out, res_default = run_cli(
@@ -259,6 +260,7 @@ def test_cli_writes_png_and_prints_path(script, tmp_path, two_runs):
     assert default.read_bytes()[:8] == PNG_SIGNATURE
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line_exit_2(script, tmp_path, two_runs):
     never = make_run(tmp_path, "never", [metrics_line(100, 1.0), metrics_line(200, 2.0)])
     cases = [

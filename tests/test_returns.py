@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import parameterized
 
-from paac import returns as R
+from paac.ops import returns as R
 
 GAMMA = 0.9
 N_ENVS = 7

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from paac.envs import EpisodeStats
-from paac.train import RolloutCarry, collect_rollout
+from paac.run.envs import EpisodeStats
+from paac.run.rollout import RolloutCarry, collect_rollout
 
 
 class ScriptedEnv:

@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from paac.config import Config
-from paac.envs import EnvSpec
-from paac.learner import Batch, init_state, make_algorithm, network_for
-from paac.value import draw_final_epsilons, epsilon, q_targets
+from paac.algorithms.build import init_state, make_algorithm, network_for
+from paac.algorithms.value import draw_final_epsilons, epsilon, q_targets
+from paac.core.config import Config
+from paac.core.types import Batch, EnvSpec
 from tests.test_learner import _leaves, assert_one_tf_rmsprop_step
 
 GAMMA = 0.9
@@ -182,7 +182,13 @@ def test_act_is_epsilon_greedy():
 
 @pytest.mark.parametrize(
     "algo,arch",
-    [("nstep_q", "mlp"), ("q", "mlp"), ("sarsa", "mlp"), ("nstep_q", "nips"), ("sarsa", "nature")],
+    [
+        ("nstep_q", "mlp"),
+        ("q", "mlp"),
+        ("sarsa", "mlp"),
+        pytest.param("nstep_q", "nips", marks=pytest.mark.slow),  # CNN updates compile for
+        pytest.param("sarsa", "nature", marks=pytest.mark.slow),  # seconds: the slow tier
+    ],
 )
 def test_update_wiring_against_the_oracle(algo, arch):
     """The update's loss equals 0.5 (y - Q(s, a))^2 averaged over real steps, with y from the

@@ -1,0 +1,198 @@
+"""Torsos and the shared-torso actor-critic heads.
+
+Image torsos take EnvPool's uint8 frames ``[..., C, H, W]`` (channels first) and
+scale them to ``[0, 1]`` inside the network; the MLP torso takes float vectors.
+Initialisation follows the usual A2C/PPO practice: orthogonal weights with gain
+``sqrt(2)`` in the torso, ``0.01`` for the policy logits (a near-uniform first
+policy) and ``1.0`` for the value head; zero biases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from paac.core.config import ARCHS
+from paac.nets.layers import Conv
+
+_ZEROS = nn.initializers.zeros
+INITS = ("orthogonal", "paac")
+
+
+def _uniform(d: float):
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -d, d)
+
+    return init
+
+
+def layer_init(scheme: str, fan_in: int, gain: float):
+    """``(kernel_init, bias_init)`` of a layer with ``fan_in`` inputs.
+
+    ``orthogonal``: orthogonal kernels with ``gain``, zero biases (CleanRL, SB3).
+    ``paac``: kernels and biases uniform in ``+-1/sqrt(fan_in)``, the Torch-style
+    initialisation of the reference PAAC implementation (``gain`` unused).
+    """
+    if scheme == "paac":
+        d = 1.0 / np.sqrt(fan_in)
+        return _uniform(d), _uniform(d)
+    if scheme == "orthogonal":
+        return nn.initializers.orthogonal(gain), _ZEROS
+    raise ValueError(f"init={scheme!r} is not one of {', '.join(INITS)}")
+
+
+def _frames_to_nhwc(x: jnp.ndarray) -> jnp.ndarray:
+    """uint8 ``[..., C, H, W]`` -> float32 ``[..., H, W, C]`` in ``[0, 1]``."""
+    x = jnp.asarray(x, jnp.float32) / 255.0
+    return jnp.moveaxis(x, -3, -1)
+
+
+class ConvTorso(nn.Module):
+    """A stack of VALID convolutions with ReLU, then one dense ReLU layer."""
+
+    convs: Sequence[tuple[int, int, int]]  # (features, kernel, stride)
+    hidden: int
+    conv_impl: str = "auto"  # see paac.layers: auto | xla | matmul
+    init_scheme: str = "orthogonal"
+
+    @nn.compact
+    def __call__(self, obs: jnp.ndarray) -> jnp.ndarray:
+        x = _frames_to_nhwc(obs)
+        # A time-major [T, N] batch is merged environment-major (N, T): when the
+        # environments are split over devices (paac.distributed) each device's samples
+        # then stay a contiguous block, and the partitioned update needs no all-gather.
+        env_major = x.ndim == 5
+        if env_major:
+            x = jnp.swapaxes(x, 0, 1)
+        batch_shape = x.shape[:-3]
+        x = x.reshape((-1,) + x.shape[-3:])
+        for i, (features, kernel, stride) in enumerate(self.convs):
+            k_init, b_init = layer_init(
+                self.init_scheme, kernel * kernel * x.shape[-1], np.sqrt(2.0)
+            )
+            x = Conv(
+                features,
+                kernel,
+                stride,
+                impl=self.conv_impl,
+                kernel_init=k_init,
+                bias_init=b_init,
+                name=f"Conv_{i}",  # the names nn.Conv would get: parameters interchange
+            )(x)
+            x = nn.relu(x)
+        x = x.reshape(x.shape[0], -1)
+        k_init, b_init = layer_init(self.init_scheme, x.shape[-1], np.sqrt(2.0))
+        x = nn.relu(nn.Dense(self.hidden, kernel_init=k_init, bias_init=b_init)(x))
+        x = x.reshape(batch_shape + (self.hidden,))
+        return jnp.swapaxes(x, 0, 1) if env_major else x
+
+
+class MLPTorso(nn.Module):
+    """Fully connected tanh layers for vector observations."""
+
+    hidden: Sequence[int] = (64, 64)
+    init_scheme: str = "orthogonal"
+
+    @nn.compact
+    def __call__(self, obs: jnp.ndarray) -> jnp.ndarray:
+        x = jnp.asarray(obs, jnp.float32)
+        for width in self.hidden:
+            k_init, b_init = layer_init(self.init_scheme, x.shape[-1], np.sqrt(2.0))
+            x = nn.tanh(nn.Dense(width, kernel_init=k_init, bias_init=b_init)(x))
+        return x
+
+
+CONV_STACKS = {
+    "nips": ((16, 8, 4), (32, 4, 2)),  # Mnih et al. 2013, PAAC's arch_nips
+    "nature": ((32, 8, 4), (64, 4, 2), (64, 3, 1)),  # Mnih et al. 2015
+}
+CONV_HIDDEN = {"nips": 256, "nature": 512}
+
+
+def conv_output_size(arch: str, size: int) -> int:
+    """Height (or width) left of ``size`` after ``arch``'s VALID convolutions (<= 0: none)."""
+    for _, kernel, stride in CONV_STACKS[arch]:
+        if size < kernel:
+            return 0
+        size = (size - kernel) // stride + 1
+    return size
+
+
+def min_frame_size(arch: str) -> int:
+    """The smallest frame height and width that ``arch``'s convolutions leave a pixel of."""
+    size = 1
+    while conv_output_size(arch, size) < 1:
+        size += 1
+    return size
+
+
+def make_torso(arch: str, conv_impl: str = "auto", init: str = "orthogonal") -> nn.Module:
+    """The torso named by ``arch``: ``nips`` | ``nature`` | ``mlp``.
+
+    ``conv_impl`` chooses how convolutions are computed (:mod:`paac.layers`); the
+    parameters and the numbers are the same either way.
+    """
+    if arch in CONV_STACKS:
+        return ConvTorso(CONV_STACKS[arch], CONV_HIDDEN[arch], conv_impl, init)
+    if arch == "mlp":
+        return MLPTorso(init_scheme=init)
+    raise ValueError(f"arch={arch!r} is not one of {', '.join(ARCHS)}")
+
+
+class ActorCritic(nn.Module):
+    """Shared torso with a policy-logits head and a scalar value head."""
+
+    torso: nn.Module
+    num_actions: int
+    policy_init_scale: float = 0.01  # gain of the orthogonal policy-head initialisation
+    init_scheme: str = "orthogonal"
+
+    @nn.compact
+    def __call__(self, obs: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        h = self.torso(obs)
+        k_init, b_init = layer_init(self.init_scheme, h.shape[-1], self.policy_init_scale)
+        logits = nn.Dense(self.num_actions, kernel_init=k_init, bias_init=b_init)(h)
+        k_init, b_init = layer_init(self.init_scheme, h.shape[-1], 1.0)
+        value = nn.Dense(1, kernel_init=k_init, bias_init=b_init)(h)
+        return logits, value[..., 0]
+
+
+class QNetwork(nn.Module):
+    """A torso with one action-value head: ``Q(s, .)`` of shape ``[..., num_actions]``."""
+
+    torso: nn.Module
+    num_actions: int
+    init_scheme: str = "orthogonal"
+
+    @nn.compact
+    def __call__(self, obs: jnp.ndarray) -> jnp.ndarray:
+        h = self.torso(obs)
+        k_init, b_init = layer_init(self.init_scheme, h.shape[-1], 1.0)
+        return nn.Dense(self.num_actions, kernel_init=k_init, bias_init=b_init)(h)
+
+
+HEADS = ("actor_critic", "q")
+
+
+def make_network(
+    arch: str,
+    num_actions: int,
+    conv_impl: str = "auto",
+    head: str = "actor_critic",
+    policy_init_scale: float = 0.01,
+    init: str = "orthogonal",
+) -> nn.Module:
+    """The network for ``arch``: policy-logits and value heads, or one Q head (``head="q"``).
+
+    ``init``: ``orthogonal`` (default) or ``paac`` (see :func:`layer_init`).
+    """
+    torso = make_torso(arch, conv_impl, init)
+    if head == "actor_critic":
+        return ActorCritic(torso, num_actions, policy_init_scale, init)
+    if head == "q":
+        return QNetwork(torso, num_actions, init)
+    raise ValueError(f"head={head!r} is not one of {', '.join(HEADS)}")

@@ -1,0 +1,74 @@
+"""Whether a run's learner state fits in its device's memory, told before it is allocated."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+from paac.algorithms.build import state_template
+from paac.core.config import Config, ConfigError, flag
+from paac.core.types import EnvSpec
+
+# An update holds the learner state about three times over: the state it was given (not
+# donated), the new one, and the gradients and optimiser temporaries (XLA's memory analysis
+# of the a3c and ga3c updates: 2.3-2.6x the state).
+UPDATE_MEMORY_FACTOR = 3
+
+
+def device_memory(device) -> int | None:
+    """Bytes of memory ``device`` has: its allocator's limit, or a CPU's physical memory
+    (or this process's cgroup limit, when lower)."""
+    stats = device.memory_stats()
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"])
+    if device.platform != "cpu":
+        return None
+    limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                limits.append(int(f.read().strip()))
+        except (OSError, ValueError):  # absent, or "max"
+            pass
+    return min(limits)
+
+
+def check_state_fits(config: Config, network, spec: EnvSpec, device=None) -> None:
+    """Refuses a learner state that an update could not hold in the device's memory.
+
+    The error names the setting that makes it so (the async modes hold many parameter
+    versions), instead of an allocation failure deep in XLA at the first update, or the
+    OOM killer.
+    """
+    device = device or jax.local_devices()[0]
+    template = state_template(config, network, spec)
+    size = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
+    state, have = size(template), device_memory(device)
+    if have is None or UPDATE_MEMORY_FACTOR * state <= have:
+        return
+    copies = ""
+    if config.mode == "ga3c":
+        copies = f"{flag('policy_lag')}={config.policy_lag} keeps {config.policy_lag + 1} "
+    elif config.mode == "a3c" and config.staleness == "round_robin":
+        copies = f"{flag('workers')}={config.num_workers} keeps {2 * config.num_workers} "
+    elif config.mode == "a3c":
+        copies = (
+            f"{flag('max_staleness')}={config.max_staleness} with "
+            f"{flag('workers')}={config.num_workers} keeps "
+            f"{config.max_staleness + 1 + config.num_workers} "
+        )
+    if copies:
+        copies = f" ({copies}copies of the {_bytes(size(template.params))} of parameters)"
+    raise ConfigError(
+        f"the learner state is {_bytes(state)}{copies}, and an update holds it about "
+        f"{UPDATE_MEMORY_FACTOR} times over: more than the {_bytes(have)} of memory of "
+        f"{device.device_kind} {device.id}"
+    )
+
+
+def _bytes(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"

@@ -1,0 +1,99 @@
+"""The rollout: ``t_max`` lock-step steps of every environment, and their episode outcomes.
+
+The rollout is a Python loop that calls the jitted ``act`` (one forward pass on the
+``n_envs`` observations) and EnvPool's C++ ``step`` once per step; the update is one
+jitted call per rollout (docs/performance.md says why).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from paac.core.types import Batch
+from paac.run.distributed import DataParallel
+from paac.run.envs import EpisodeStats
+
+
+class RolloutCarry(NamedTuple):
+    """What one rollout hands to the next."""
+
+    key: jax.Array  # action-sampling RNG key
+    obs: np.ndarray  # [N, *obs_shape]: the observations to act on next
+    done_before: np.ndarray  # [N] bool: the last step was done (the next one is a reset step)
+    pending_action: np.ndarray | None = None  # [N]: chosen ahead (Algorithm.lookahead)
+
+
+def collect_rollout(
+    env, act, state, carry: RolloutCarry, stats: EpisodeStats, t_max: int, lookahead: bool = False
+) -> tuple[Batch, RolloutCarry]:
+    """Steps every environment ``t_max`` times with ``act(state, obs, key)``.
+
+    With ``lookahead`` it also acts on the observation after the last step; that action
+    is ``Batch.next_action`` and is taken first in the next rollout.
+    """
+    key, obs, done_before, pending = carry
+    n = obs.shape[0]
+    obs_buf = np.empty((t_max,) + obs.shape, obs.dtype)
+    action_buf = np.empty((t_max, n), np.int32)
+    reward_buf = np.empty((t_max, n), np.float32)
+    term_buf = np.empty((t_max, n), bool)
+    trunc_buf = np.empty((t_max, n), bool)
+    mask_buf = np.empty((t_max, n), np.float32)
+    for t in range(t_max):
+        obs_buf[t] = obs
+        if pending is None:
+            action, key = act(state, obs, key)
+            action = np.asarray(action)
+        else:
+            action, pending = pending, None
+        obs, reward, terminated, truncated, info = env.step(action)
+        action_buf[t] = action
+        reward_buf[t] = reward
+        term_buf[t] = terminated
+        trunc_buf[t] = truncated
+        mask_buf[t] = ~done_before
+        stats.step(reward, terminated, truncated, info, ~done_before)
+        done_before = terminated | truncated
+    if lookahead:
+        pending, key = act(state, obs, key)
+        pending = np.asarray(pending)
+    batch = Batch(obs_buf, action_buf, reward_buf, term_buf, trunc_buf, mask_buf, obs, pending)
+    return batch, RolloutCarry(key, obs, done_before, pending)
+
+
+class LocalSteps:
+    """Stands in for :class:`EpisodeStats` in :func:`collect_rollout` on one of several
+    processes: keeps this process's per-step outcomes, ``[t_max, n_local]`` each, for
+    :func:`share_steps` to gather into the run's statistics."""
+
+    def __init__(self, t_max: int, n_local: int):
+        self.raw = np.zeros((t_max, n_local), np.float32)  # EnvPool's float32 rewards
+        self.game_over = np.zeros((t_max, n_local), np.float32)
+        self.valid = np.zeros((t_max, n_local), np.float32)
+        self.t = 0
+
+    def step(self, reward, terminated, truncated, info, valid) -> None:
+        raw, game_over = EpisodeStats.outcome(reward, terminated, truncated, info)
+        self.raw[self.t], self.game_over[self.t], self.valid[self.t] = raw, game_over, valid
+        self.t += 1
+
+
+def share_steps(dp: DataParallel, local: LocalSteps, stats: EpisodeStats, signum) -> int | None:
+    """Every process's rollout outcomes into ``stats`` (the same on all processes, as one
+    process stepping all ``n_e`` environments would have them), and the stop signal any
+    process received (the largest number), so that all processes stop together."""
+    t_max, n_local = local.raw.shape
+    mine = np.concatenate(
+        [local.raw.ravel(), local.game_over.ravel(), local.valid.ravel(), [signum or 0]]
+    ).astype(np.float32)
+    every = dp.allgather(mine)  # [P, 3 * t_max * n_local + 1]
+    parts = every[:, :-1].reshape(dp.process_count, 3, t_max, n_local)
+    raw, game_over, valid = np.concatenate(list(parts), axis=-1)  # each [t_max, n_e]
+    for t in range(t_max):
+        stats.record(raw[t], game_over[t] > 0, valid[t] > 0)
+    local.t = 0
+    agreed = int(every[:, -1].max())
+    return agreed or None

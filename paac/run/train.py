@@ -1,0 +1,132 @@
+"""The training loop: rollout, update, log, checkpoint; the one place with side effects.
+
+:func:`train` sets the run up (:mod:`paac.run.setup`), then runs the loop below over the
+:class:`~paac.run.setup.Run` it made.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import NamedTuple
+
+from paac.core.config import Config
+from paac.core.types import LearnerState
+from paac.run import setup
+from paac.run.rollout import collect_rollout
+from paac.run.signals import StopSignals
+
+
+class TrainResult(NamedTuple):
+    """What a call of :func:`train` ended with."""
+
+    state: LearnerState
+    run_dir: str
+    steps: int
+    episodes: int
+    score_last20: float | None
+    interrupted: bool
+    signal: int | None  # the signal that stopped the run, if one did
+
+
+def train(config: Config, *, progress: bool = True) -> TrainResult:
+    """Trains ``config`` to ``total_steps`` (or ``target_score``), writing the run directory.
+
+    Checkpoints are saved every ``checkpoint_interval`` steps, at the end, and when
+    SIGINT/SIGTERM stops the run (after the current update). With ``config.resume`` the
+    run continues from a checkpoint: counters, schedule, RNG and logs go on where they
+    were; the environments restart from fresh episodes (:func:`paac.segment_env_seed`).
+
+    The environments are split over ``config.devices`` devices and, under
+    ``jax.distributed`` (``--coordinator-address`` ...), over several processes
+    (:mod:`paac.run.distributed`): every process calls ``train`` with the same config,
+    and process 0 alone writes the logs, the config and the run lock.
+
+    Args:
+      config: the run's configuration.
+      progress: show a progress bar (process 0).
+
+    Returns:
+      The final learner state, the run directory, the steps trained, the episode count,
+      the last-20 mean score, and whether (and by which signal) the run was stopped.
+    """
+    with StopSignals() as stop:
+        start = setup.start(config, stop)
+        try:
+            if start.finished:
+                return _finished_already(start, stop)
+            return _loop(setup.build(start, stop, progress))
+        finally:
+            if start.lock is not None:
+                start.lock.__exit__()
+
+
+def _loop(run: setup.Run) -> TrainResult:
+    config, stop = run.config, run.stop
+    interrupted = False
+    signum: int | None = None  # the stop signal, agreed by all processes
+    stop.started()  # a signal now stops the loop after its update (and saves)
+    try:
+        for u in range(run.start_update, config.num_updates):
+            batch, run.carry = collect_rollout(
+                run.env, run.act, run.state, run.carry, run.local_steps, config.t_max,
+                run.algorithm.lookahead,
+            )  # fmt: skip
+            run.state, metrics = run.update(run.state, batch)
+            signum = run.after_update(metrics)
+            last = run.reached_target or signum is not None or u + 1 == config.num_updates
+            if run.log_due or last:
+                run.log_row()
+            if last:
+                break
+            if run.checkpoint_due:
+                run.checkpoint(next_update=u + 1)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep the last checkpoint
+        interrupted = True
+    else:
+        stop.shield()  # further signals must not cut the final save short
+        if run.steps > run.last_save_step:
+            run.save()
+    finally:
+        stop.shield()
+        run.close()
+    if signum is None:
+        signum = stop.signum
+    return _report(run, interrupted or signum is not None, signum)
+
+
+def _report(run: setup.Run, interrupted: bool, signum: int | None) -> TrainResult:
+    """Says how the run ended (process 0), and returns it."""
+    what = "interrupted" if interrupted else "finished"
+    score = run.stats.recent_mean
+    score_txt = f", last-20 mean score {score:.2f}" if score is not None else ""
+    if run.steps > run.last_save_step:  # a second Ctrl-C stopped it between checkpoints
+        if run.resume or run.last_save_step:
+            score_txt += f" (its last checkpoint is at step {run.last_save_step:,})"
+        else:
+            score_txt += " (no checkpoint was saved)"
+    if run.dp.is_main:
+        print(
+            f"paac: {what} at step {run.steps:,}{score_txt}; outputs in {run.run_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+    signum = signum if signum is not None else (signal.SIGINT if interrupted else None)
+    return TrainResult(
+        run.state, run.run_dir, run.steps, run.stats.episodes, score, interrupted, signum
+    )
+
+
+def _finished_already(start: setup.Start, stop: StopSignals) -> TrainResult:
+    """A resume of a run that already reached its end: its final state; nothing is trained
+    and nothing in the run directory is written."""
+    state, stats = setup.restore_final(start, stop)
+    steps = int(start.resume.meta["update"]) * start.config.batch_size
+    if start.dp.is_main:
+        print(
+            f"paac: the run had already finished at step {steps:,}; nothing to train; "
+            f"outputs in {start.run_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return TrainResult(state, start.run_dir, steps, stats.episodes, stats.recent_mean, False, None)
