@@ -1,2 +1,4 @@
-"""Layer 3: the algorithms, each an Algorithm(init, act, update, policy) of pure functions
-for the one loop; build.py chooses between them."""
+"""Layer 3: the algorithms, each a set of pure functions plugged into the one loop.
+
+Each is an ``Algorithm(init, act, update, policy, lookahead)``; build.py chooses between them.
+"""

@@ -54,6 +54,16 @@ def make_advantage_fn(config: Config) -> Callable:
     """``(reward, discount, v_tm1, v_t, done) -> (advantages, returns)`` on ``[T, N]``.
 
     Pure n-step returns when ``gae_lambda`` is None, GAE(lambda) otherwise.
+
+    Args:
+      config: the run's config; only ``gae_lambda`` is read.
+
+    Returns:
+      A function of time-major ``[T, N]`` arrays (the arguments of
+      :func:`paac.ops.returns.gae`): with ``gae_lambda`` None,
+      ``returns = batched_nstep_returns(reward, discount, v_t, done)`` and
+      ``advantages = returns - v_tm1``; otherwise
+      ``advantages = batched_gae(..., gae_lambda)`` and ``returns = advantages + v_tm1``.
     """
     lambda_ = config.gae_lambda
 
@@ -75,6 +85,16 @@ def make_a2c_grad(config: Config, network) -> Callable:
     same forward pass (``V(obs[t + 1])``) and, for the last step, from
     ``V(bootstrap_obs)``, all at ``params``; they are targets only (no gradient).
     ``values`` and ``returns`` are ``[T, N]``; ``terms`` is :class:`A2CLossTerms`.
+
+    Args:
+      config: the run's config (``gamma``, ``gae_lambda``, ``entropy_coef``,
+        ``value_coef``, and ``loss_scale`` or, when it is None, ``t_max``).
+      network: an actor-critic module, ``apply(params, obs) -> (logits, values)``.
+
+    Returns:
+      ``grad(params, batch)``: the gradient of the scaled loss with respect to
+      ``params`` (a pytree like ``params``), and ``(terms, values, returns)``, where
+      ``values`` are ``V(obs[t])`` and ``returns`` the value targets, both ``[T, N]``.
     """
     advantage_fn = make_advantage_fn(config)
     scale = config.effective_loss_scale
@@ -122,6 +142,16 @@ def make_update(config: Config, network) -> Callable:
     """``update(state, batch) -> (state, metrics)``: one averaged PAAC gradient step.
 
     The gradient is :func:`make_a2c_grad`'s, at the current parameters.
+
+    Args:
+      config: the run's config: the loss's settings, and the optimiser's and learning-rate
+        schedule's (:mod:`paac.algorithms.common`).
+      network: an actor-critic module, ``apply(params, obs) -> (logits, values)``.
+
+    Returns:
+      ``update(state, batch)``: the :class:`LearnerState` after one optimiser step
+      (global-norm clipping, then RMSProp) with ``update_count`` one higher, and the
+      metrics of :func:`a2c_metrics` (``grad_norm`` before clipping, ``lr`` of this step).
     """
     optimizer = make_optimizer(config)
     schedule = make_lr_schedule(config)

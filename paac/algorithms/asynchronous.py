@@ -69,6 +69,7 @@ def ring_init(params: Params, size: int) -> ParamRing:
 
 
 def ring_size(ring: ParamRing) -> int:
+    """The number of slots ``K`` of ``ring``."""
     return ring.versions.shape[0]
 
 
@@ -80,8 +81,11 @@ def ring_push(ring: ParamRing, params: Params, version: chex.Numeric) -> ParamRi
 
 
 def ring_push_many(ring: ParamRing, stacked: Params, versions: chex.Array) -> ParamRing:
-    """``ring`` with ``stacked[i]`` stored as ``versions[i]`` (``[W]``, consecutive, W <= K
-    or the last K of them kept)."""
+    """``ring`` with ``stacked[i]`` stored as ``versions[i]`` for each of the ``W`` versions.
+
+    ``versions`` is ``[W]`` and consecutive; with ``W <= K`` all are stored, otherwise only
+    the last ``K`` of them are kept.
+    """
     k = ring_size(ring)
     if versions.shape[0] > k:  # only the newest K survive
         stacked = jax.tree.map(lambda x: x[-k:], stacked)

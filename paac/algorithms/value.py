@@ -37,8 +37,11 @@ def draw_final_epsilons(config: Config, key: jax.Array, n: int) -> jax.Array:
 
 
 def epsilon(config: Config, final_epsilon: jax.Array, step: jax.Array) -> jax.Array:
-    """Linear from 1 at step 0 to ``final_epsilon`` at ``epsilon_anneal_steps``, then flat
-    (``epsilon_anneal_steps = 0``: the final epsilon from the start)."""
+    """The exploration rate at agent step ``step``: annealed linearly to ``final_epsilon``.
+
+    Linear from 1 at step 0 to ``final_epsilon`` at ``epsilon_anneal_steps``, then flat
+    (``epsilon_anneal_steps = 0``: the final epsilon from the start).
+    """
     if config.epsilon_anneal_steps == 0:
         return jnp.asarray(final_epsilon, jnp.float32)
     frac = jnp.minimum(jnp.asarray(step, jnp.float32) / config.epsilon_anneal_steps, 1.0)
@@ -56,6 +59,22 @@ def q_targets(
     """Targets ``[T, N]`` from the target network's ``Q-(s_{t+1}, .)`` ``[T, N, A]``.
 
     ``next_action[t]`` is the action taken in ``s_{t+1}`` (read by Sarsa only).
+
+    All three are :func:`paac.ops.returns.batched_nstep_returns` of
+    ``v_t = max_a Q-(s_{t+1}, a)`` (Sarsa: ``Q-(s_{t+1}, next_action)``); the one-step
+    methods cut the recursion after every step, n-step Q at done steps and at the
+    rollout's last step.
+
+    Args:
+      algo: ``nstep_q`` | ``q`` | ``sarsa``.
+      q_next: the target network's action values ``Q-(s_{t+1}, .)``, ``[T, N, A]``.
+      next_action: integer actions taken in ``s_{t+1}``, ``[T, N]``.
+      reward: rewards ``r_t``, ``[T, N]``.
+      discount: ``gamma * (1 - terminated_t)``, ``[T, N]``.
+      done: ``terminated_t or truncated_t``, ``[T, N]``.
+
+    Returns:
+      The targets ``[T, N]``.
     """
     if algo == "sarsa":
         v_t = jnp.take_along_axis(q_next, next_action[..., None], axis=-1)[..., 0]

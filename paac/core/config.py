@@ -163,19 +163,24 @@ class Config:
 
     @property
     def effective_loss_scale(self) -> float:
+        """The factor on the batch-mean loss: ``loss_scale``, or ``t_max`` when it is None."""
         return float(self.t_max if self.loss_scale is None else self.loss_scale)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field by name, as a plain dict (what :meth:`from_dict` reads back)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Config:
-        """The config saved as ``values`` (:meth:`to_dict`), validated; keys this version
-        does not know (a field of another paac version) are dropped."""
+        """The config saved as ``values`` (:meth:`to_dict`), validated.
+
+        Keys this version does not know (a field of another paac version) are dropped.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def to_json(self) -> str:
+        """:meth:`to_dict` as indented JSON with sorted keys (a run's ``config.json``)."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 

@@ -1,5 +1,8 @@
-"""The types every layer shares: an environment's spec, the learner state, a rollout batch
-and the algorithm contract of the one training loop."""
+"""The types every layer shares.
+
+An environment's spec, the learner state, a rollout batch and the algorithm contract of the
+one training loop.
+"""
 
 from __future__ import annotations
 

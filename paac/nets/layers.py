@@ -39,8 +39,8 @@ def resolve_conv_impl(impl: str) -> str:
     """``auto`` -> ``matmul`` on the plain CPU path, ``xla`` on any other.
 
     With XLA:CPU's YNN dot fusion on (:mod:`paac.core.xla_cpu`) plain convolutions are
-    faster again (measured: nature update 38 ms with ``xla`` against 50 ms with
-    ``matmul``), so ``auto`` picks ``xla`` there too.
+    faster again (docs/performance.md), so ``auto`` picks ``xla`` there too. An ``impl``
+    not in :data:`~paac.core.config.CONV_IMPLS` is a ValueError.
     """
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv impl {impl!r} is not one of {', '.join(CONV_IMPLS)}")

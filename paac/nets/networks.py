@@ -56,7 +56,7 @@ class ConvTorso(nn.Module):
 
     convs: Sequence[tuple[int, int, int]]  # (features, kernel, stride)
     hidden: int
-    conv_impl: str = "auto"  # see paac.layers: auto | xla | matmul
+    conv_impl: str = "auto"  # see paac.nets.layers: auto | xla | matmul
     init_scheme: str = "orthogonal"
 
     @nn.compact
@@ -133,8 +133,19 @@ def min_frame_size(arch: str) -> int:
 def make_torso(arch: str, conv_impl: str = "auto", init: str = "orthogonal") -> nn.Module:
     """The torso named by ``arch``: ``nips`` | ``nature`` | ``mlp``.
 
-    ``conv_impl`` chooses how convolutions are computed (:mod:`paac.layers`); the
+    ``conv_impl`` chooses how convolutions are computed (:mod:`paac.nets.layers`); the
     parameters and the numbers are the same either way.
+
+    Args:
+      arch: ``nips`` or ``nature`` (:class:`ConvTorso` with the stack of
+        :data:`CONV_STACKS` and the dense width of :data:`CONV_HIDDEN`) or ``mlp``
+        (:class:`MLPTorso`); anything else is a ValueError.
+      conv_impl: ``auto`` | ``xla`` | ``matmul`` (:func:`paac.nets.layers.resolve_conv_impl`);
+        unused by ``mlp``.
+      init: the initialisation scheme, ``orthogonal`` or ``paac`` (:func:`layer_init`).
+
+    Returns:
+      A Flax module mapping observations ``[..., *obs_shape]`` to features ``[..., H]``.
     """
     if arch in CONV_STACKS:
         return ConvTorso(CONV_STACKS[arch], CONV_HIDDEN[arch], conv_impl, init)
@@ -189,6 +200,20 @@ def make_network(
     """The network for ``arch``: policy-logits and value heads, or one Q head (``head="q"``).
 
     ``init``: ``orthogonal`` (default) or ``paac`` (see :func:`layer_init`).
+
+    Args:
+      arch: the torso, ``nips`` | ``nature`` | ``mlp`` (:func:`make_torso`).
+      num_actions: the size of the discrete action space ``A``.
+      conv_impl: how convolutions are computed (:func:`make_torso`).
+      head: ``actor_critic`` (:class:`ActorCritic`) or ``q`` (:class:`QNetwork`);
+        anything else is a ValueError.
+      policy_init_scale: gain of the orthogonal initialisation of the policy-logits head
+        (``actor_critic`` with ``init="orthogonal"`` only).
+      init: the initialisation scheme, ``orthogonal`` or ``paac``.
+
+    Returns:
+      A Flax module: ``apply(params, obs)`` gives ``(logits [..., A], value [...])`` for
+      ``actor_critic``, ``Q(s, .) [..., A]`` for ``q``.
     """
     torso = make_torso(arch, conv_impl, init)
     if head == "actor_critic":

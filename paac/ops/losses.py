@@ -24,6 +24,13 @@ def masked_mean(x: Array, mask: Array) -> Array:
 
     Masked entries are selected away, not multiplied by 0, so even inf or nan there
     cannot reach the result.
+
+    Args:
+      x: values, any shape.
+      mask: weights of the same shape as ``x``; 0 marks a step that does not count.
+
+    Returns:
+      The masked mean, a scalar (0 when the mask is all zeros).
     """
     return jnp.sum(jnp.where(mask > 0, mask * x, 0.0)) / jnp.maximum(jnp.sum(mask), 1.0)
 
@@ -84,6 +91,14 @@ def explained_variance(predictions: Array, targets: Array, mask: Array) -> Array
     """``1 - Var[targets - predictions] / Var[targets]`` over the unmasked steps.
 
     nan when the targets have no variance (nothing to explain).
+
+    Args:
+      predictions: predicted values, e.g. ``V(s_t)`` ``[T, N]``.
+      targets: the targets they predict, e.g. the returns, same shape.
+      mask: 1.0 for real experience, 0.0 for reset steps, same shape.
+
+    Returns:
+      The explained variance, a scalar (1 for perfect predictions, nan without variance).
     """
     mean_t = masked_mean(targets, mask)
     var_t = masked_mean(jnp.square(targets - mean_t), mask)

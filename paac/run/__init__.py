@@ -1,2 +1,4 @@
-"""Layer 4: the running system: environments, rollout, checkpoints, devices, logs,
-signals, set-up and the training loop."""
+"""Layer 4: the running system.
+
+Environments, the rollout, checkpoints, devices, logs, signals, set-up and the training loop.
+"""

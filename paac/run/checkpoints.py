@@ -67,6 +67,8 @@ class _LearnerStateV1(NamedTuple):
 
 
 class Restored(NamedTuple):
+    """What :func:`restore` gives back: the learner state, the action key and the meta."""
+
     state: Any  # LearnerState
     act_key: jax.Array
     meta: dict
@@ -82,9 +84,12 @@ def _ocp():
 
 
 def _closed_loop_callback(unraisable) -> bool:
-    """A tensorstore read that outlived orbax's event loop calling back into it: raised in
-    asyncio's ``call_soon_threadsafe`` called from native code (no Python caller in the
-    traceback), unlike any such error of Python code, which its caller would see."""
+    """Whether ``unraisable`` is a tensorstore read that outlived orbax's event loop.
+
+    Such a read calls back into the closed loop: raised in asyncio's
+    ``call_soon_threadsafe`` called from native code (no Python caller in the traceback),
+    unlike any such error of Python code, which its caller would see.
+    """
     err = unraisable.exc_value
     if not (isinstance(err, RuntimeError) and str(err) == "Event loop is closed"):
         return False
@@ -95,10 +100,13 @@ def _closed_loop_callback(unraisable) -> bool:
 
 
 def _ignore_closed_loop_callbacks() -> None:
-    """When orbax gives up on a damaged checkpoint, the reads still in flight finish after
+    """Drops the "Event loop is closed" errors of reads that outlived orbax's event loop.
+
+    When orbax gives up on a damaged checkpoint, the reads still in flight finish after
     its event loop has closed, and each callback's ``RuntimeError: Event loop is closed``
     (dozens of them) would be printed after paac's one-line error. Those alone are dropped;
-    every other unraisable exception goes to the hook that was there before."""
+    every other unraisable exception goes to the hook that was there before.
+    """
     previous = sys.unraisablehook
     if getattr(previous, "_paac_filter", False):
         return
@@ -142,6 +150,11 @@ class Checkpointer:
         self._manager = _manager(self.directory, keep=keep)
 
     def save(self, step: int, state, act_key, meta: dict) -> None:
+        """Starts saving ``state``, ``act_key`` and ``meta`` as the checkpoint of ``step``.
+
+        The saved meta also holds the format version and the step. :meth:`wait` returns
+        once it is complete.
+        """
         ocp = _ocp()
         item = {"learner": state, "act_key": act_key}
         meta = {"format_version": FORMAT_VERSION, "step": int(step), **meta}
@@ -155,9 +168,11 @@ class Checkpointer:
             )
 
     def wait(self) -> None:
+        """Returns once every save started so far is complete on disk."""
         self._manager.wait_until_finished()
 
     def close(self) -> None:
+        """Waits for the saves in progress, then closes the orbax manager."""
         self._manager.wait_until_finished()
         self._manager.close()
 
@@ -171,8 +186,11 @@ def _steps_in(directory: str) -> list[int]:
 
 
 def locate(path: str) -> tuple[str, int]:
-    """``(checkpoints_dir, step)`` for a run directory (its latest checkpoint), a
-    ``checkpoints`` directory (its latest), or one ``checkpoints/<step>`` directory."""
+    """``(checkpoints_dir, step)`` of the checkpoint that ``path`` names.
+
+    ``path`` is a run directory (its latest checkpoint), a ``checkpoints`` directory (its
+    latest), or one ``checkpoints/<step>`` directory.
+    """
     if not os.path.exists(path):
         raise CheckpointError(f"{path!r}: no such file or directory")
     path = os.path.abspath(path)
@@ -197,23 +215,30 @@ def locate(path: str) -> tuple[str, int]:
 
 
 def holds_checkpoint(checkpoints_dir: str) -> bool:
-    """Whether a ``checkpoints`` directory holds a completed checkpoint, read from the file
-    system alone: an orbax manager's creation waits for every process of a multi-process
-    run, and this is asked by process 0 alone (:func:`paac.run.rundir.make_run_dir`)."""
+    """Whether a ``checkpoints`` directory holds a completed checkpoint.
+
+    Read from the file system alone: an orbax manager's creation waits for every process
+    of a multi-process run, and this is asked by process 0 alone
+    (:func:`paac.run.rundir.make_run_dir`).
+    """
     if not os.path.isdir(checkpoints_dir):
         return False
     return bool(_ocp().utils.checkpoint_steps(checkpoints_dir))
 
 
 def latest_step(checkpoints_dir: str) -> int | None:
+    """The step of the newest completed checkpoint in ``checkpoints_dir``, or None."""
     steps = _steps_in(checkpoints_dir)
     return steps[-1] if steps else None
 
 
 def location_of(run_dir: str, env: str) -> dict[str, str]:
-    """``out_dir`` and ``run_name`` of the run in ``run_dir`` when it lies at
-    ``<out_dir>/<env>/<run_name>``, as paac makes them; ``{}`` when it was moved out of that
-    layout (its config then keeps the names it was made with)."""
+    """``out_dir`` and ``run_name`` of the run in ``run_dir``, taken from its real path.
+
+    They are given when it lies at ``<out_dir>/<env>/<run_name>``, as paac makes them;
+    ``{}`` when it was moved out of that layout (its config then keeps the names it was
+    made with).
+    """
     out_dir, name = os.path.split(os.path.realpath(run_dir))
     for part in reversed(env.split("/")):  # an env id may hold a "/" (gfootball/...)
         out_dir, last = os.path.split(out_dir)
@@ -312,10 +337,25 @@ def _saved_learner(where: str):
 def restore(
     directory: str, step: int, template, sharding: jax.sharding.Sharding | None = None
 ) -> Restored:
-    """Restores the learner state into ``template`` (``paac.algorithms.build.state_template``),
-    every array placed with ``sharding`` (default: on this process's first device; a
+    """Restores the learner state of a checkpoint into ``template``.
+
+    Every array is placed with ``sharding`` (default: on this process's first device; a
     replicated ``NamedSharding`` for a mesh), whatever devices the checkpoint was saved
-    from."""
+    from. A checkpoint of format 1 (saved before ``LearnerState.extra``) is restored with
+    ``extra = {}``.
+
+    Args:
+      directory: the ``checkpoints`` directory (:func:`locate`, :func:`read_meta`).
+      step: the step of the checkpoint in it.
+      template: a learner state of the right structure, shapes and dtypes
+        (``paac.algorithms.build.state_template``).
+      sharding: where to place the arrays; None for this process's first device.
+
+    Returns:
+      :class:`Restored`: the learner state, the action-sampling key and the meta. A
+      checkpoint whose parameters do not fit ``template``, or that cannot be read, is a
+      :class:`CheckpointError`.
+    """
     ocp = _ocp()
     where = os.path.join(directory, str(step))
     saved = _saved_learner(where)

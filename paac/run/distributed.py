@@ -135,8 +135,11 @@ def initialize(
 
 
 def mesh_devices(devices: int | None = None) -> list:
-    """The devices of the mesh, process-major: each process's first ``devices / P`` local
-    devices, processes in order (``devices`` None: all devices of all processes)."""
+    """The devices of the mesh, process-major.
+
+    Each process's first ``devices / P`` local devices, processes in order (``devices``
+    None: all devices of all processes).
+    """
     try:
         count, every = jax.process_count(), jax.devices()
     except RuntimeError as e:  # no backend could start
@@ -214,6 +217,7 @@ class DataParallel:
 
     @property
     def multiprocess(self) -> bool:
+        """Whether the run has more than one process."""
         return self.process_count > 1
 
     def replicate(self, tree: Any) -> Any:
@@ -252,8 +256,10 @@ class DataParallel:
         return np.concatenate([np.asarray(s.data) for s in shards])
 
     def jit_act(self, act):
-        """``act(state, obs, key) -> (actions, key)`` jitted over the mesh, on host data:
-        ``obs`` and the returned actions are this process's rows (NumPy)."""
+        """``act(state, obs, key) -> (actions, key)`` jitted over the mesh, on host data.
+
+        ``obs`` and the returned actions are this process's rows (NumPy).
+        """
         jitted = jax.jit(
             act,
             in_shardings=(self.replicated, self.by_env, self.replicated),
@@ -268,8 +274,10 @@ class DataParallel:
         return host_act
 
     def jit_update(self, update):
-        """``update(state, batch) -> (state, metrics)`` jitted over the mesh; the batch is
-        this process's (host) rollout, the state and metrics stay replicated."""
+        """``update(state, batch) -> (state, metrics)`` jitted over the mesh.
+
+        The batch is this process's (host) rollout; the state and metrics stay replicated.
+        """
         jitted: dict[bool, Any] = {}  # by whether the batch has next_action
 
         def sharded_update(state, batch):

@@ -39,6 +39,23 @@ def make_env(
     With ``training=False`` Atari games are played whole with raw rewards (no
     episodic life, no clipping), as scores are reported. Extra ``kwargs`` go to
     ``envpool.make`` unchanged.
+
+    Args:
+      env_id: the EnvPool task id, e.g. ``Pong-v5``, ``CartPole-v1``.
+      num_envs: how many environments the pool steps.
+      seed: the seed; EnvPool seeds environment ``i`` with ``seed + i``.
+      training: Atari only: with ``training=False`` episodic life and reward clipping
+        are off whatever the next two say.
+      episodic_life: Atari training only: a lost life ends the training episode.
+      reward_clip: Atari training only: rewards clipped to ``[-1, 1]``.
+      num_threads: EnvPool worker threads (0: EnvPool chooses), at most ``num_envs``.
+      **kwargs: more options for ``envpool.make``, passed unchanged; they win over the
+        options set here (for Atari: frame skip 4, 84x84 frames, a stack of 4, up to 30
+        no-op starts).
+
+    Returns:
+      The EnvPool environment (``env_type="gymnasium"``). A task EnvPool cannot create
+      is a ConfigError naming ``--env``.
     """
     # Deferred on purpose, as in paac.core.tasks: EnvPool takes about 2 s to import.
     import envpool
@@ -70,9 +87,12 @@ def make_env(
 def make_training_env(
     config: Config, seed: int | None = None, num_envs: int | None = None, **kwargs: Any
 ):
-    """The training environments of ``config`` (seeded with ``seed``, default config.seed;
-    ``num_envs`` of them, default config.n_envs). EnvPool seeds environment ``i`` of the
-    pool with ``seed + i`` (wrapping in int32)."""
+    """The training environments of ``config``, made by :func:`make_env`.
+
+    Seeded with ``seed`` (default config.seed); ``num_envs`` of them (default
+    config.n_envs). EnvPool seeds environment ``i`` of the pool with ``seed + i``
+    (wrapping in int32).
+    """
     return make_env(
         config.env,
         config.n_envs if num_envs is None else num_envs,
@@ -86,7 +106,17 @@ def make_training_env(
 
 
 def env_spec(env, env_id: str = "") -> EnvSpec:
-    """Observation shape/dtype and the number of actions of an EnvPool environment."""
+    """Observation shape/dtype and the number of actions of an EnvPool environment.
+
+    Args:
+      env: an EnvPool environment (:func:`make_env`).
+      env_id: its task id, for error messages (default: the name of ``env.spec``'s type).
+
+    Returns:
+      :class:`paac.core.types.EnvSpec`: ``obs_shape``, ``obs_dtype``, ``num_actions`` and
+      ``is_image`` (observations of rank 3, stacked frames). A continuous action space,
+      or observations that are neither a vector nor stacked frames, is a ConfigError.
+    """
     space = env.action_space
     name = env_id or type(env.spec).__name__.removesuffix("EnvSpec")
     if not hasattr(space, "n"):
@@ -159,13 +189,17 @@ class EpisodeStats:
 
     @staticmethod
     def outcome(reward, terminated, truncated, info) -> tuple[np.ndarray, np.ndarray]:
-        """``(raw_reward, game_over)`` ``[N]`` of one step: the raw score (EnvPool's
-        ``info["reward"]``) and the real end of the game, or a time-limit truncation."""
+        """``(raw_reward, game_over)`` ``[N]`` of one step.
+
+        The raw score (EnvPool's ``info["reward"]``) and the real end of the game, or a
+        time-limit truncation.
+        """
         raw = np.asarray(info["reward"] if "reward" in info else reward, np.float64)
         game_over = np.asarray(info["terminated"] if "terminated" in info else terminated, bool)
         return raw, game_over | np.asarray(truncated, bool)
 
     def step(self, reward, terminated, truncated, info, valid) -> None:
+        """One ``env.step``'s results and mask: :meth:`record` of its :meth:`outcome`."""
         self.record(*self.outcome(reward, terminated, truncated, info), valid)
 
     def record(self, raw, game_over, valid) -> None:
@@ -200,6 +234,7 @@ class EpisodeStats:
         return {"episodes": self.episodes, "recent": list(self._recent)}
 
     def load(self, summary: dict) -> None:
+        """Takes back what :meth:`summary` kept (a resumed run's statistics)."""
         self.episodes = int(summary.get("episodes", 0))
         self._recent = [float(x) for x in summary.get("recent", [])][-self.window :]
 
@@ -210,4 +245,5 @@ class EpisodeStats:
 
     @property
     def recent_full(self) -> bool:
+        """Whether a whole ``window`` of games is in :attr:`recent_mean`."""
         return len(self._recent) >= self.window

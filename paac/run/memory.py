@@ -17,8 +17,11 @@ UPDATE_MEMORY_FACTOR = 3
 
 
 def device_memory(device) -> int | None:
-    """Bytes of memory ``device`` has: its allocator's limit, or a CPU's physical memory
-    (or this process's cgroup limit, when lower)."""
+    """Bytes of memory ``device`` has, or None when it cannot be told.
+
+    Its allocator's limit, or a CPU's physical memory (or this process's cgroup limit,
+    when lower).
+    """
     stats = device.memory_stats()
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"])

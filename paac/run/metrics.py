@@ -55,12 +55,14 @@ class MetricsWriter:
         self._tb = TensorBoardWriter(run_dir, purge_step) if tensorboard else None
 
     def write(self, row: Mapping[str, float | int | None]) -> None:
+        """Appends ``row`` to metrics.csv (flushed) and to TensorBoard."""
         self._csv.writerow({k: _fmt(row.get(k)) for k in COLUMNS})
         self._file.flush()
         if self._tb is not None:
             self._tb.write(row)
 
     def close(self) -> None:
+        """Closes metrics.csv and the TensorBoard file."""
         self._file.close()
         if self._tb is not None:
             self._tb.close()
@@ -91,6 +93,7 @@ class TensorBoardWriter:
         self._file.write(event.SerializeToString())
 
     def write(self, row: Mapping[str, float | int | None]) -> None:
+        """Writes the finite scalars of ``row`` at its ``step`` as ``paac/<name>``, flushed."""
         values = [
             Summary.Value(tag=f"paac/{k}", simple_value=float(v))
             for k, v in row.items()
@@ -103,6 +106,7 @@ class TensorBoardWriter:
         self._file.flush()
 
     def close(self) -> None:
+        """Closes the event file."""
         self._file.close()
 
 
@@ -134,10 +138,12 @@ def truncate_metrics(run_dir: str, step: int) -> int:
 
 
 def _drop_unfinished_line(path: str) -> int:
-    """Removes a last line without its newline: a row (or header) cut short when the
-    process was killed while writing it. Its values cannot be trusted (a step "2800" cut
-    to "28"), and the next row appended would continue that line. Returns the lines
-    removed (0 or 1)."""
+    """Removes a last line without its newline; returns the lines removed (0 or 1).
+
+    Such a line is a row (or header) cut short when the process was killed while writing
+    it. Its values cannot be trusted (a step "2800" cut to "28"), and the next row
+    appended would continue that line.
+    """
     with open(path, "rb") as f:
         data = f.read()
     if not data or data.endswith(b"\n"):
@@ -157,8 +163,11 @@ def _rewrite(path: str, rows: list[dict]) -> None:
 
 
 def write_atomic(path: str, text: str) -> None:
-    """Writes ``path`` whole or not at all (a temporary file renamed over it); a failed
-    write leaves no temporary file behind."""
+    """Writes ``path`` whole or not at all.
+
+    The text goes to a temporary file renamed over ``path``; a failed write leaves no
+    temporary file behind.
+    """
     tmp = f"{path}.tmp"
     try:
         with open(tmp, "w", newline="") as f:
@@ -170,9 +179,12 @@ def write_atomic(path: str, text: str) -> None:
 
 
 def upgrade_header(path: str) -> bool:
-    """Rewrites ``metrics.csv`` under today's :data:`COLUMNS` if its header differs (a run
-    logged by an older paac, resumed by this one); new columns stay empty in old rows.
-    Rows written under the old header with today's column count are read as today's."""
+    """Rewrites ``metrics.csv`` under today's :data:`COLUMNS` if its header differs.
+
+    That is a run logged by an older paac, resumed by this one; new columns stay empty in
+    old rows. Rows written under the old header with today's column count are read as
+    today's. Returns whether the file was rewritten.
+    """
     with open(path, newline="") as f:
         lines = list(csv.reader(f))
     if not lines or tuple(lines[0]) == COLUMNS:

@@ -103,9 +103,12 @@ def prepare_resume(config: Config, dp: DataParallel) -> Resume | None:
 
 
 def warn_moved_segments(saved: Config, config: Config) -> None:
-    """With exact resume each interval checkpoint restarts the environments (a new
-    segment); a resume that changes the interval, or exact resume itself, restarts them at
-    other steps than the run so far would have: allowed, but no longer exact."""
+    """Warns when a resume moves the steps at which the environments restart.
+
+    With exact resume each interval checkpoint restarts the environments (a new segment);
+    a resume that changes the interval, or exact resume itself, restarts them at other
+    steps than the run so far would have: allowed, but no longer exact.
+    """
     fields = ("checkpoint_interval", "exact_resume")
     changed = [f for f in fields if getattr(saved, f) != getattr(config, f)]
     if changed and (saved.exact_resume or config.exact_resume):

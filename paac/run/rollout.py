@@ -33,6 +33,25 @@ def collect_rollout(
 
     With ``lookahead`` it also acts on the observation after the last step; that action
     is ``Batch.next_action`` and is taken first in the next rollout.
+
+    Args:
+      env: the EnvPool environments, ``N`` of them (``env.step(actions)``).
+      act: ``act(state, obs, key) -> (actions [N], key)``, e.g. a jitted
+        ``Algorithm.act``.
+      state: the learner state ``act`` is given.
+      carry: what the previous rollout handed on (:class:`RolloutCarry`): the key, the
+        observations ``[N, *obs_shape]`` to act on, the done flags of the last step, and
+        an action chosen ahead.
+      stats: told every step's outcome (:meth:`EpisodeStats.step`, or
+        :class:`LocalSteps`).
+      t_max: steps per environment.
+      lookahead: act once more on the last observation (``Algorithm.lookahead``).
+
+    Returns:
+      ``(batch, carry)``: the time-major :class:`paac.core.types.Batch` (``obs``
+      ``[T, N, *obs_shape]``; ``action``, ``reward``, ``terminated``, ``truncated`` and
+      ``mask`` ``[T, N]``, the mask 0 on EnvPool's reset steps; ``bootstrap_obs``
+      ``[N, *obs_shape]``; ``next_action`` ``[N]`` or None), and the next rollout's carry.
     """
     key, obs, done_before, pending = carry
     n = obs.shape[0]
@@ -65,9 +84,11 @@ def collect_rollout(
 
 
 class LocalSteps:
-    """Stands in for :class:`EpisodeStats` in :func:`collect_rollout` on one of several
-    processes: keeps this process's per-step outcomes, ``[t_max, n_local]`` each, for
-    :func:`share_steps` to gather into the run's statistics."""
+    """Stands in for :class:`EpisodeStats` in :func:`collect_rollout` on one of several processes.
+
+    Keeps this process's per-step outcomes, ``[t_max, n_local]`` each, for
+    :func:`share_steps` to gather into the run's statistics.
+    """
 
     def __init__(self, t_max: int, n_local: int):
         self.raw = np.zeros((t_max, n_local), np.float32)  # EnvPool's float32 rewards
@@ -76,15 +97,20 @@ class LocalSteps:
         self.t = 0
 
     def step(self, reward, terminated, truncated, info, valid) -> None:
+        """Keeps one step's :meth:`EpisodeStats.outcome` and mask as row ``t``."""
         raw, game_over = EpisodeStats.outcome(reward, terminated, truncated, info)
         self.raw[self.t], self.game_over[self.t], self.valid[self.t] = raw, game_over, valid
         self.t += 1
 
 
 def share_steps(dp: DataParallel, local: LocalSteps, stats: EpisodeStats, signum) -> int | None:
-    """Every process's rollout outcomes into ``stats`` (the same on all processes, as one
-    process stepping all ``n_e`` environments would have them), and the stop signal any
-    process received (the largest number), so that all processes stop together."""
+    """Every process's rollout outcomes into ``stats``; returns the stop signal of any process.
+
+    ``stats`` becomes the same on all processes, as one process stepping all ``n_e``
+    environments would have it. The signal returned is the largest number any process
+    received (None when none did), so that all processes stop together. ``local`` then
+    starts over for the next rollout.
+    """
     t_max, n_local = local.raw.shape
     mine = np.concatenate(
         [local.raw.ravel(), local.game_over.ravel(), local.valid.ravel(), [signum or 0]]

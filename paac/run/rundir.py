@@ -13,8 +13,12 @@ from paac.run.checkpoints import CHECKPOINT_SUBDIR, holds_checkpoint
 
 
 def make_run_dir(config: Config) -> str:
-    """``<out_dir>/<env>/<run_name>``, created; a clear ConfigError if it cannot be, or if
-    it already holds a run (which only ``--resume`` may continue)."""
+    """Creates the directory of a new run, ``<out_dir>/<env>/<run_name>``, and returns it.
+
+    A clear ConfigError if it cannot be created, or if it already holds a run (which only
+    ``--resume`` may continue). Without ``run_name`` the name is
+    ``<arch>-s<seed>-<date-time>``, with ``-2``, ``-3``, ... appended while that is taken.
+    """
     base = config.run_name or f"{config.arch}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = os.path.join(config.out_dir, config.env, base)
     suffix = 1
@@ -41,8 +45,9 @@ def _holds_run(run_dir: str) -> bool:
 
 
 class RunLock:
-    """An exclusive ``flock`` on ``<run_dir>/.lock``, which holds the pid of the process
-    training the run.
+    """An exclusive ``flock`` on ``<run_dir>/.lock`` while a process trains the run.
+
+    The file holds the pid of the process training the run.
 
     A second process (say, ``--resume`` on a run still going) is refused. The kernel drops
     the lock when its holder ends, however it ends, so a lock left by a killed process is
@@ -109,8 +114,10 @@ def _read_pid(fd: int) -> int | None:
 
 
 def check_writable(run_dir: str, field: str, value: str) -> None:
-    """Creates ``run_dir`` if needed; a ConfigError naming ``field`` if it cannot be
-    created or written."""
+    """Creates ``run_dir`` if needed and checks that it can be written.
+
+    A ConfigError naming ``field`` (given as ``value``) if it cannot be created or written.
+    """
     try:
         os.makedirs(run_dir, exist_ok=True)
         probe = os.path.join(run_dir, ".write-test")

@@ -1,6 +1,9 @@
-"""Setting a run up: processes and devices, the run to resume, environments, the run
-directory and its lock, then the learner state and the writers; and the :class:`Run` that
-the loop in :mod:`paac.run.train` reads and advances."""
+"""Setting a run up, and the :class:`Run` that the loop in :mod:`paac.run.train` advances.
+
+:func:`start` joins the processes and picks the devices, reads the run to resume, makes the
+environments and claims the run directory and its lock; :func:`build` then makes the learner
+state (fresh or restored), the jitted functions, the writers and the checkpointer.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +33,10 @@ from paac.run.signals import StopSignals
 
 
 class Start(NamedTuple):
-    """A run about to be trained: where it runs, what it resumes, its first environments,
-    its directory, and the run lock (process 0's; None on the others)."""
+    """A run about to be trained: its placement, resume, environments, directory and lock.
+
+    ``lock`` is process 0's run lock; None on the other processes.
+    """
 
     config: Config
     dp: DataParallel
@@ -49,9 +54,12 @@ class Start(NamedTuple):
 
 
 def start(config: Config, stop: StopSignals) -> Start:
-    """Joins the processes, reads the run to resume, makes this process's environments and
+    """Everything before the learner state: processes, resume, environments, run directory.
+
+    It joins the processes, reads the run to resume, makes this process's environments and
     claims the run directory: everything that can refuse the run before any learner state
-    is made. Environments made here are closed again if a later step fails."""
+    is made. Environments made here are closed again if a later step fails.
+    """
     initialize(config.coordinator_address, config.num_processes, config.process_id)
     if config.mode != "sync" and jax.process_count() > 1:  # processes set by $JAX_* alone
         raise ConfigError(
@@ -109,8 +117,10 @@ def _check_processes(config: Config, dp: DataParallel) -> None:
 
 
 def restore_final(s: Start, stop: StopSignals) -> tuple[LearnerState, EpisodeStats]:
-    """The final state and episode statistics of a run that already finished; its
-    environments are closed and nothing in its directory is written."""
+    """The final state and episode statistics of a run that already finished.
+
+    Its environments are closed and nothing in its directory is written.
+    """
     s.env.close()
     template = state_template(s.config, network_for(s.config, s.spec), s.spec)
     state = restore(s.resume.directory, s.resume.step, template, s.dp.replicated).state
@@ -149,8 +159,11 @@ class Run:
     pending: list = dataclasses.field(default_factory=list)  # update metrics since the last row
 
     def after_update(self, metrics: dict) -> int | None:
-        """Counts one update's steps and keeps its metrics; returns the stop signal, agreed
-        by all processes (which also pool their rollout's episode outcomes here)."""
+        """Counts one update's steps and keeps its metrics; returns the agreed stop signal.
+
+        The processes agree on the signal (the largest any received), and pool their
+        rollout's episode outcomes here.
+        """
         if self.dp.is_main:
             self.pending.append(metrics)
         self.steps += self.config.batch_size
@@ -168,10 +181,12 @@ class Run:
 
     @property
     def log_due(self) -> bool:
+        """``--log-interval`` steps have passed since the last metrics row."""
         return self.steps - self.last_log_step >= self.config.log_interval
 
     @property
     def checkpoint_due(self) -> bool:
+        """The last update crossed a multiple of ``--checkpoint-interval``."""
         interval = self.config.checkpoint_interval
         return bool(interval) and self.steps // interval > self.last_save_step // interval
 
@@ -210,8 +225,11 @@ class Run:
         self.last_save_step = self.steps
 
     def checkpoint(self, next_update: int) -> None:
-        """An interval checkpoint: a complete metrics row, the save, and with exact resume a
-        new segment of environments starting at ``next_update``."""
+        """An interval checkpoint: a complete metrics row, the save, then a new segment.
+
+        With exact resume the environments restart from fresh episodes, as the segment
+        that starts at ``next_update`` (:func:`paac.run.resume.segment_env`).
+        """
         if self.steps > self.last_log_step:
             self.log_row()  # a resumed run continues from a complete row
         with self.stop.deferred():
@@ -242,9 +260,12 @@ def _mean_metrics(pending: list[dict]) -> dict[str, float]:
 
 
 def build(s: Start, stop: StopSignals, progress: bool) -> Run:
-    """The learner state (fresh, or restored from the checkpoint to resume), the jitted
-    ``act`` and ``update``, the writers and the checkpointer of a run that will train;
-    writes its ``config.json``. Closes the environments if any of it fails."""
+    """The :class:`Run` of a run that will train; writes its ``config.json``.
+
+    It makes the learner state (fresh, or restored from the checkpoint to resume), the
+    jitted ``act`` and ``update``, the writers and the checkpointer. The environments are
+    closed if making the state fails.
+    """
     config, dp, resume = s.config, s.dp, s.resume
     try:
         network = network_for(config, s.spec)

@@ -15,8 +15,11 @@ import threading
 
 
 class Terminated(BaseException):
-    """SIGTERM before training began (a BaseException, like KeyboardInterrupt, so that no
-    ``except Exception`` on the way swallows it)."""
+    """SIGTERM before training began.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way
+    swallows it.
+    """
 
 
 _pending: int | None = None  # a signal whose exception may have been dropped
@@ -30,17 +33,22 @@ def note(signum: int) -> None:
 
 
 def raise_for(signum: int) -> None:
-    """Records ``signum`` and raises KeyboardInterrupt (SIGINT) or :class:`Terminated`: a
-    signal handler for code that may be stopped anywhere (imports, parsing). Should the
-    exception be dropped, the next :class:`StopSignals` still sees the signal."""
+    """Records ``signum`` and raises KeyboardInterrupt (SIGINT) or :class:`Terminated`.
+
+    A signal handler for code that may be stopped anywhere (imports, parsing). Should the
+    exception be dropped, the next :class:`StopSignals` still sees the signal.
+    """
     note(signum)
     raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
 
 
 @contextlib.contextmanager
 def raising():
-    """In the block SIGINT and SIGTERM raise (:func:`raise_for`): for a command line's own
-    start-up, until training installs :class:`StopSignals`. Main thread only."""
+    """In the block SIGINT and SIGTERM raise (:func:`raise_for`).
+
+    For a command line's own start-up, until training installs :class:`StopSignals`.
+    Main thread only.
+    """
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -53,8 +61,10 @@ def raising():
 
 
 def caught(e: BaseException) -> int:
-    """The signal behind a KeyboardInterrupt or :class:`Terminated` being handled, which
-    is then no longer pending."""
+    """The signal behind a KeyboardInterrupt or :class:`Terminated` being handled.
+
+    The signal is then no longer pending.
+    """
     take_pending()
     return signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
 
@@ -97,8 +107,7 @@ class StopSignals:
             self.signum = signum
 
     def check_startup(self) -> None:
-        """Before training: raises KeyboardInterrupt or :class:`Terminated` for a signal
-        that came."""
+        """Before training: raises KeyboardInterrupt or :class:`Terminated` if a signal came."""
         if self._starting and self.signum is not None:
             raise KeyboardInterrupt if self.signum == signal.SIGINT else Terminated
 
@@ -112,8 +121,10 @@ class StopSignals:
 
     @contextlib.contextmanager
     def deferred(self):
-        """Signals in the block are only recorded, so that a checkpoint being saved is
-        finished; a second Ctrl-C among them interrupts right after the block."""
+        """Signals in the block are only recorded, so that a checkpoint being saved is finished.
+
+        A second Ctrl-C among them interrupts right after the block.
+        """
         self._shielded, self._forced = True, False
         try:
             yield

@@ -70,8 +70,11 @@ def _timed(fn, seconds: float, steps_per_call: int, warm_up: bool = True) -> flo
 
 
 def _total_steps(batch: int) -> int:
-    """A run length for the learning-rate schedule: a million updates, or as many as fit
-    below Config's 2**31 steps (the measured updates are far fewer either way)."""
+    """A run length for the learning-rate schedule, in environment steps.
+
+    A million updates, or as many as fit below Config's 2**31 steps (the measured updates
+    are far fewer either way).
+    """
     return batch * min(10**6, (2**31 - 1) // batch)
 
 
@@ -94,6 +97,12 @@ def _check(bench: BenchConfig) -> None:
 
 
 def run_benchmark(bench: BenchConfig) -> dict:
+    """Measures ``bench``'s run and returns the figures (steps/s, shares, compile times).
+
+    ``bench.seconds`` is shared out: a quarter to raw EnvPool, an eighth each to act alone
+    and to update alone, half to the whole loop, after the compilation of act and update.
+    An impossible setting is a ConfigError.
+    """
     _check(bench)
     config = Config(
         env=bench.env,
@@ -226,6 +235,7 @@ def run_benchmark(bench: BenchConfig) -> dict:
 
 
 def format_table(r: dict) -> str:
+    """The figures of :func:`run_benchmark` as a small text table under a header line."""
     rows = [
         ("raw EnvPool, random actions", f"{r['env_sps']:,.0f} steps/s"),
         ("act only (forward on n_e)", f"{r['act_sps']:,.0f} steps/s"),
@@ -254,6 +264,10 @@ def format_table(r: dict) -> str:
 
 
 def main(args=None) -> dict:
+    """Parses a :class:`BenchConfig`, prints the table and one JSON line; returns the figures.
+
+    An impossible setting exits with 2 after one line on stderr.
+    """
     bench = tyro.cli(BenchConfig, args=args, description=__doc__)
     enable_ynn()
     try:

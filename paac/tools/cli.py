@@ -54,8 +54,11 @@ def _check_location(config: Config, default: Config, run_dir: str) -> None:
 
 
 def _resume_default(default: Config, args: Sequence[str] | None) -> tuple[Config, str | None]:
-    """With ``--resume PATH`` the saved run's config is the default (flags only override),
-    and the run's directory; ``(default, None)`` without."""
+    """``(default, run_dir)``: with ``--resume PATH``, the saved run's config and directory.
+
+    With ``--resume PATH`` the saved run's config is the default (flags only override),
+    returned with the run's directory; ``(default, None)`` without.
+    """
     pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     pre.add_argument("--resume")
     try:
@@ -81,9 +84,10 @@ PLACEMENT_FIELDS = ("devices", *PROCESS_FIELDS)
 
 
 def join_processes(default: Config, args: Sequence[str] | None = None) -> bool:
-    """Joins a multi-process run (``jax.distributed.initialize``) when the command line or
-    the environment (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``,
-    ``JAX_PROCESS_ID``) asks for one; returns whether it did.
+    """Joins a multi-process run (``jax.distributed.initialize``) when one is asked for.
+
+    The command line or the environment (``JAX_COORDINATOR_ADDRESS``,
+    ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``) asks for one; returns whether it did.
 
     Runs before the full parse: reading a ``--resume`` checkpoint starts JAX's backends,
     after which a process can no longer join.
@@ -111,6 +115,12 @@ def join_processes(default: Config, args: Sequence[str] | None = None) -> bool:
 
 
 def main(default: Config, args: Sequence[str] | None = None, description: str = "") -> int:
+    """Trains the run the command line asks for, over ``default``; returns the exit status.
+
+    0 when training ends, 2 (after one line on stderr) for an impossible value,
+    ``128 + signum`` when SIGINT or SIGTERM stopped the start-up or the training. A value
+    refused while the command line is parsed exits with 2 itself (SystemExit).
+    """
     enable_ynn()  # before JAX starts its backends (reading a --resume checkpoint starts them)
     try:
         # Likewise. Outside the handlers below: jax.distributed waits for the other

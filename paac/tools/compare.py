@@ -95,10 +95,12 @@ def read_run(run_dir: str, mode: str, seed: int) -> RunSummary:
 
 
 class ComparisonInterrupted(Exception):
-    """A signal (Ctrl-C, SIGTERM) stopped one of the comparison's runs. With ``resumable``
-    running the comparison again goes on (from the run's checkpoint, or from its start if
-    it wrote nothing yet); without, the run saved no checkpoint (a second Ctrl-C) and its
-    directory must be deleted first."""
+    """A signal (Ctrl-C, SIGTERM) stopped one of the comparison's runs.
+
+    With ``resumable`` running the comparison again goes on (from the run's checkpoint, or
+    from its start if it wrote nothing yet); without, the run saved no checkpoint (a second
+    Ctrl-C) and its directory must be deleted first.
+    """
 
     def __init__(self, run_dir: str, signum: int, resumable: bool = True):
         super().__init__(f"{run_dir} stopped by signal {signum}")
@@ -119,6 +121,20 @@ def run_comparison(
     Runs already finished there are read back; an unfinished one (stopped by a signal) is
     resumed from its checkpoint. A signal that stops a run stops the comparison:
     :class:`ComparisonInterrupted`.
+
+    Args:
+      base: the configuration every run trains; ``mode``, ``seed``, ``out_dir``,
+        ``run_name`` and ``resume`` are set per run.
+      out_dir: the comparison's directory; run ``<mode>-s<seed>`` is written to
+        ``<out_dir>/runs/<env>/<mode>-s<seed>/``.
+      modes: the modes to compare, each of :data:`paac.core.config.MODES` at most once.
+      seeds: the seeds, at least one, none twice.
+      progress: passed on to :func:`paac.run.train.train`.
+
+    Returns:
+      One :class:`RunSummary` per run, modes in the order given, seeds within each. Bad
+      modes or seeds, an impossible run configuration, or a run directory of another
+      configuration is a ConfigError, raised before any run trains.
     """
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
@@ -175,8 +191,10 @@ def _interrupted(run_dir: str, config: Config, signum: int) -> ComparisonInterru
 
 
 def _saved_config(run_dir: str) -> Config | None:
-    """The config of the run in ``run_dir`` (None if it has none; see
-    :meth:`Config.from_dict`); a file that holds no valid config is a ConfigError."""
+    """The config of the run in ``run_dir``, or None if it has none.
+
+    Read with :meth:`Config.from_dict`; a file that holds no valid config is a ConfigError.
+    """
     path = os.path.join(run_dir, "config.json")
 
     def invalid(why: str) -> ConfigError:
@@ -201,9 +219,12 @@ def _saved_config(run_dir: str) -> Config | None:
 
 
 def _status(run_dir: str, config: Config) -> str:
-    """``new`` (nothing there), ``finished`` (this configuration's run, trained to its end
-    or stopped at its target score) or ``unfinished`` (this configuration's run, stopped
-    with a checkpoint to resume)."""
+    """What ``run_dir`` holds of ``config``'s run: ``new``, ``finished`` or ``unfinished``.
+
+    ``new``: nothing there; ``finished``: this configuration's run, trained to its end or
+    stopped at its target score; ``unfinished``: this configuration's run, stopped with a
+    checkpoint to resume. Anything else is a ConfigError.
+    """
     saved = _saved_config(run_dir)
     if saved is None:
         return "new"
@@ -235,9 +256,12 @@ def _curve_grid(results: Sequence[RunSummary]) -> np.ndarray:
 
 
 def _on_grid(run: RunSummary, grid: np.ndarray) -> np.ndarray:
-    """The run's score_last20 at each grid step: the last known value, held past the run's
-    end (the runs of a comparison share ``total_steps``: one that ended sooner reached
-    ``--target-score``, and stays in the mean and the band); NaN before its first score."""
+    """The run's score_last20 at each grid step: the last known value.
+
+    It is held past the run's end (the runs of a comparison share ``total_steps``: one that
+    ended sooner reached ``--target-score``, and stays in the mean and the band); NaN
+    before its first score.
+    """
     out = np.full(grid.shape, np.nan)
     if run.curve_steps.size == 0:
         return out

@@ -48,8 +48,10 @@ def _check_fps(fps: float | None) -> None:
 
 
 def video_fps(env_id: str, frame_skip: int | None) -> float:
-    """Real-time frames per second of a video with one frame per agent step: for Atari
-    60 / frame skip (15 with the usual skip of 4), else 30."""
+    """Real-time frames per second of a video with one frame per agent step.
+
+    For Atari 60 / frame skip (15 with the usual skip of 4), else 30.
+    """
     return ATARI_FPS / frame_skip if is_atari(env_id) and frame_skip else 30.0
 
 
@@ -64,9 +66,11 @@ def _burn_in(frame: np.ndarray, text: str) -> np.ndarray:
 
 
 class VideoWriter:
-    """RGB frames to ``path`` as they come: .mp4 streamed to ffmpeg, .gif kept as palette
-    images (a third of the RGB frames' memory) until :meth:`close`. Written to a temporary
-    file that ``close`` renames into place; nothing is left behind on failure.
+    """Writes RGB frames to a video at ``path`` as they come.
+
+    .mp4 is streamed to ffmpeg, .gif kept as palette images (a third of the RGB frames'
+    memory) until :meth:`close`. Written to a temporary file that ``close`` renames into
+    place; nothing is left behind on failure.
     """
 
     def __init__(self, path: str, fps: float = 30):
@@ -82,6 +86,7 @@ class VideoWriter:
                 )
 
     def add(self, frame: np.ndarray) -> None:
+        """Appends one RGB frame ``[H, W, 3]`` (uint8)."""
         if self._gif is not None:
             self._gif.append(Image.fromarray(frame).quantize(256))
         else:
@@ -154,6 +159,25 @@ def evaluate(
     ``<run_dir>/eval-<step>.json``. An output that cannot be written (a read-only run
     directory, a full disk) loses nothing else: the statistics are returned with the reason
     in ``stats["problems"]``.
+
+    Args:
+      path: a run directory or a ``checkpoints/<step>`` directory.
+      episodes: how many whole games to play, at least 1.
+      greedy: take the most probable action instead of sampling (value-based agents are
+        always played greedily).
+      seed: the environments' and the sampling's seed in ``[0, 2**31)``; None for one the
+        training run did not use (its seed + 1,000,003, modulo 2**31).
+      video: a path ending in .mp4 or .gif to record the first game to, or None.
+      num_envs: environments to play on (default ``min(episodes, 16)``; never more than
+        ``episodes``).
+      write_json: also write the statistics to ``<run_dir>/eval-<step>.json``.
+      fps: the video's frame rate in ``(0, 1000]``; None for :func:`video_fps`.
+
+    Returns:
+      The statistics: ``mean``, ``std``, ``min``, ``max`` of the raw scores, ``scores``
+      and ``lengths`` per game, ``steps`` played, ``seconds``, the checkpoint, policy and
+      seed, the video's path, frames, fps and game, ``json`` (the file written, when it
+      was) and ``problems``. Impossible arguments are a ConfigError.
     """
     if not isinstance(episodes, int) or episodes < 1:
         raise ConfigError(f"--episodes={episodes!r} is invalid: must be an integer >= 1")
@@ -223,8 +247,10 @@ def evaluate(
 
 
 class _Recording:
-    """Environment 0's first game, framed as it is played, into a :class:`VideoWriter`;
-    a write that fails stops the recording and is kept as ``problem``."""
+    """Environment 0's first game, framed as it is played, into a :class:`VideoWriter`.
+
+    A write that fails stops the recording and is kept as ``problem``.
+    """
 
     def __init__(self, path: str, fps: float):
         self.path, self.frames, self.problem = path, 0, None
@@ -313,6 +339,7 @@ def _play(
 
 
 def format_report(stats: dict) -> str:
+    """The statistics of :func:`evaluate` as a few lines of text for the console."""
     lines = [
         f"{stats['env']} ({stats['arch']}), checkpoint at step {stats['step']:,}: "
         f"{stats['episodes']} games, {stats['policy']} policy",

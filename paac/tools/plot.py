@@ -95,8 +95,9 @@ def load_run(run_dir: str | os.PathLike, label: str | None = None) -> RunCurves:
 
 
 def read_metrics(path: str, columns: Sequence[str] = ("score",)) -> dict[str, np.ndarray]:
-    """``step``, cumulative ``walltime`` and ``columns`` of every logged row of a
-    ``metrics.csv``, as float64 arrays with NaN where a value is empty or not finite.
+    """``step``, cumulative ``walltime`` and ``columns`` of every logged row of a metrics.csv.
+
+    Each is a float64 array with NaN where a value is empty or not finite.
 
     Resumed runs are stitched as the module says. Raises ``PlotError`` naming the path when
     the file cannot be read, lacks a column or holds a value that is not a number.
@@ -184,6 +185,18 @@ def plot_runs(
     ``smooth_window > 1`` each run shows its raw points faintly under the trailing moving
     average. Uses matplotlib's Agg canvas without pyplot, so it needs no display and leaves
     the caller's pyplot state and backend alone.
+
+    Args:
+      run_dirs: one run directory or several (each with a ``metrics.csv``).
+      out_path: the image to write; a directory (or a path ending in ``/``) gets
+        ``learning_curves.png`` in it.
+      smooth_window: rows in the trailing moving average (:func:`smooth`); 1 for none.
+      labels: one legend label per run; None for :func:`default_label`, told apart by
+        their paths where two runs share one.
+
+    Returns:
+      The path written. A run that cannot be plotted, a wrong number of labels, a bad
+      window, an unknown image format or an unwritable path is a :class:`PlotError`.
     """
     if isinstance(run_dirs, str | os.PathLike):
         run_dirs = [run_dirs]
@@ -266,9 +279,12 @@ def plot_runs(
 
 
 def _disambiguate(runs: list[RunCurves], run_dirs: list[str]) -> list[RunCurves]:
-    """Adds to default labels that two or more runs share the part of each run's path that
+    """Tells apart runs whose default labels are the same by a part of their paths.
+
+    Adds to default labels that two or more runs share the part of each run's path that
     tells them apart: the directory name, or more of the path where the names are the same
-    too (``cmp1/sync-s0`` and ``cmp2/sync-s0``)."""
+    too (``cmp1/sync-s0`` and ``cmp2/sync-s0``).
+    """
     paths = [os.path.abspath(d) for d in run_dirs]
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(runs):
