@@ -250,7 +250,7 @@ def assert_one_tf_rmsprop_step(config, params, new_params, grads, atol=2e-7):
         np.testing.assert_allclose(got - p0, w - p0, rtol=2e-3, atol=atol)
 
 
-@pytest.mark.parametrize("name", ["nstep", "gae"])
+@pytest.mark.parametrize("name", ["nstep", pytest.param("gae", marks=pytest.mark.slow)])
 def test_update_matches_oracle(name):
     config = CONFIGS[name]
     network, state, update = _setup(config)

@@ -141,7 +141,14 @@ def _batch(seed, T=5, N=4, obs_shape=(4,)):
     )
 
 
-@pytest.mark.parametrize("algo", ["nstep_q", "q", "sarsa"])
+@pytest.mark.parametrize(
+    "algo",  # one algorithm in the fast tier; each compiles its own updates
+    [
+        "nstep_q",
+        pytest.param("q", marks=pytest.mark.slow),
+        pytest.param("sarsa", marks=pytest.mark.slow),
+    ],
+)
 def test_target_network_changes_only_at_its_interval(algo):
     """Batch of 20 steps, target_interval 50: refreshed after updates 3 (60) and 5 (100)."""
     config, algorithm, state = _setup(algo, target_interval=50)
@@ -236,7 +243,9 @@ def test_update_wiring_against_the_oracle(algo, arch):
     assert_one_tf_rmsprop_step(config, state.params, new_state.params, grads, atol=1e-7)
 
 
-@pytest.mark.parametrize("update_count,eps", [(2, 0.5), (3, 0.25)])
+@pytest.mark.parametrize(
+    "update_count,eps", [pytest.param(2, 0.5, marks=pytest.mark.slow), (3, 0.25)]
+)
 def test_act_anneals_epsilon_over_all_environments_steps(update_count, eps):
     """Mid-anneal: epsilon falls from 1 to its final value (0 here) over agent steps summed
     over the environments (update_count x n_e x t_max = 20 per update, over 80 steps). A
