@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import jax
+import numpy as np
 
 from paac.algorithms.build import state_template
 from paac.core.config import Config, ConfigError, flag
@@ -27,6 +29,11 @@ def device_memory(device) -> int | None:
         return int(stats["bytes_limit"])
     if device.platform != "cpu":
         return None
+    return host_memory()
+
+
+def host_memory() -> int:
+    """Bytes of the host's physical memory, or this process's cgroup limit when lower."""
     limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
     for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:
@@ -75,3 +82,41 @@ def _bytes(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{n} bytes"
+
+
+def rollout_bytes(config: Config, spec: EnvSpec, n_envs: int) -> int:
+    """Bytes of one rollout's buffers for ``n_envs`` environments (:class:`Batch`)."""
+    obs = math.prod(spec.obs_shape) * np.dtype(spec.obs_dtype).itemsize
+    per_step = obs + 4 + 4 + 1 + 1 + 4  # observation, action, reward, flags, mask
+    return config.t_max * n_envs * per_step + n_envs * obs  # and the bootstrap observation
+
+
+def check_rollout_fits(config: Config, network, spec: EnvSpec, n_envs: int, device=None) -> None:
+    """Refuses rollout buffers that, with the learner state, would not fit in memory.
+
+    The host holds a rollout's buffers for this process's ``n_envs`` environments; the
+    device a copy of them and the update's three copies of the learner state (on a CPU
+    both are the host's memory). The error names ``--t-max`` and ``--n-envs`` and the
+    sizes, instead of NumPy's allocation failure at the first rollout.
+    """
+    device = device or jax.local_devices()[0]
+    template = state_template(config, network, spec)
+    state = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(template))
+    rollout = rollout_bytes(config, spec, n_envs)
+    on_device = UPDATE_MEMORY_FACTOR * state + rollout
+    checks = [("host", rollout, host_memory())]
+    if device.platform == "cpu":
+        checks = [("host", rollout + on_device, host_memory())]
+    else:
+        checks.append((f"{device.device_kind} {device.id}", on_device, device_memory(device)))
+    for where, need, have in checks:
+        if have is None or need <= have:
+            continue
+        shape = " x ".join(str(d) for d in spec.obs_shape)
+        raise ConfigError(
+            f"{flag('t_max')}={config.t_max} with {flag('n_envs')}={config.n_envs} is too "
+            f"large: a rollout's buffers take {_bytes(rollout)} ({config.t_max} x {n_envs} "
+            f"observations of {shape} {np.dtype(spec.obs_dtype).name}), and with the "
+            f"learner state an update needs {_bytes(need)}: more than the {_bytes(have)} of "
+            f"memory of the {where}"
+        )

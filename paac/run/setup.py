@@ -19,12 +19,13 @@ import numpy as np
 from tqdm import tqdm
 
 from paac.algorithms.build import init_state, make_algorithm, network_for, state_template
+from paac.algorithms.common import check_finite
 from paac.core.config import Config, ConfigError, flag
 from paac.core.types import Algorithm, EnvSpec, LearnerState
 from paac.run.checkpoints import Checkpointer, location_of, restore
 from paac.run.distributed import DataParallel, initialize
 from paac.run.envs import EpisodeStats, check_arch, env_spec
-from paac.run.memory import check_state_fits
+from paac.run.memory import check_rollout_fits, check_state_fits
 from paac.run.metrics import MetricsWriter, truncate_metrics, write_atomic
 from paac.run.resume import Resume, prepare_resume, segment_env, warn_short_segments
 from paac.run.rollout import LocalSteps, RolloutCarry, share_steps
@@ -92,7 +93,9 @@ def start(config: Config, stop: StopSignals) -> Start:
         stop.check_startup()
         spec = env_spec(env, config.env)
         check_arch(config, spec)
-        check_state_fits(config, network_for(config, spec), spec)
+        network = network_for(config, spec)
+        check_state_fits(config, network, spec)
+        check_rollout_fits(config, network, spec, dp.n_local)
         run_dir = dp.agree(claim)
     except BaseException:
         env.close()
@@ -143,7 +146,7 @@ class Run:
     env: Any
     algorithm: Algorithm
     act: Callable  # jitted over the devices: (state, obs, key) -> (actions, key)
-    update: Callable  # jitted over the devices: (state, batch) -> (state, metrics)
+    update: Callable  # jitted over the devices: (state, batch) -> (state, metrics, finite)
     state: LearnerState
     carry: RolloutCarry
     stats: EpisodeStats  # of all n_e environments, on every process
@@ -157,6 +160,7 @@ class Run:
     last_log_step: int = 0
     last_save_step: int = 0
     pending: list = dataclasses.field(default_factory=list)  # update metrics since the last row
+    nonfinite: str | None = None  # what went non-finite, and in which update
 
     def after_update(self, metrics: dict) -> int | None:
         """Counts one update's steps and keeps its metrics; returns the agreed stop signal.
@@ -322,7 +326,7 @@ def build(s: Start, stop: StopSignals, progress: bool) -> Run:
         env=s.env,
         algorithm=algorithm,
         act=dp.jit_act(algorithm.act),
-        update=dp.jit_update(algorithm.update),
+        update=dp.jit_update(check_finite(algorithm.update)),
         state=state,
         carry=RolloutCarry(act_key, obs, np.zeros(dp.n_local, bool)),
         stats=stats,

@@ -10,6 +10,7 @@ import signal
 import sys
 from typing import NamedTuple
 
+from paac.algorithms.common import nonfinite_terms, params_finite
 from paac.core.config import Config
 from paac.core.types import LearnerState
 from paac.run import setup
@@ -27,6 +28,7 @@ class TrainResult(NamedTuple):
     score_last20: float | None
     interrupted: bool
     signal: int | None  # the signal that stopped the run, if one did
+    nonfinite: str | None = None  # the update that went non-finite, and what did, if one did
 
 
 def train(config: Config, *, progress: bool = True) -> TrainResult:
@@ -72,20 +74,34 @@ def _loop(run: setup.Run) -> TrainResult:
                 run.env, run.act, run.state, run.carry, run.local_steps, config.t_max,
                 run.algorithm.lookahead,
             )  # fmt: skip
-            run.state, metrics = run.update(run.state, batch)
+            finite_state = run.state
+            run.state, metrics, finite = run.update(run.state, batch)
             signum = run.after_update(metrics)
-            last = run.reached_target or signum is not None or u + 1 == config.num_updates
+            broken = nonfinite_terms(metrics, finite)
+            if broken:  # keep nothing of it: no checkpoint, and the result is the last finite state
+                run.state = finite_state
+                run.nonfinite = (
+                    f"update {u + 1:,} (step {run.steps:,}) made {', '.join(broken)} non-finite"
+                )
+            last = (
+                run.nonfinite is not None
+                or run.reached_target
+                or signum is not None
+                or u + 1 == config.num_updates
+            )
             if run.log_due or last:
                 run.log_row()
             if last:
                 break
             if run.checkpoint_due:
+                if not _saveable(run):
+                    break
                 run.checkpoint(next_update=u + 1)
     except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep the last checkpoint
         interrupted = True
     else:
         stop.shield()  # further signals must not cut the final save short
-        if run.steps > run.last_save_step:
+        if run.steps > run.last_save_step and run.nonfinite is None and _saveable(run):
             run.save()
     finally:
         stop.shield()
@@ -95,8 +111,19 @@ def _loop(run: setup.Run) -> TrainResult:
     return _report(run, interrupted or signum is not None, signum)
 
 
+def _saveable(run: setup.Run) -> bool:
+    """Whether the parameters are finite, as a checkpoint must be; says so on the run if not."""
+    if bool(params_finite(run.state.params)):
+        return True
+    updates = run.steps // run.config.batch_size
+    run.nonfinite = f"update {updates:,} (step {run.steps:,}) left the parameters non-finite"
+    return False
+
+
 def _report(run: setup.Run, interrupted: bool, signum: int | None) -> TrainResult:
     """Says how the run ended (process 0), and returns it."""
+    if run.nonfinite is not None:
+        return _report_nonfinite(run)
     what = "interrupted" if interrupted else "finished"
     score = run.stats.recent_mean
     score_txt = f", last-20 mean score {score:.2f}" if score is not None else ""
@@ -115,6 +142,26 @@ def _report(run: setup.Run, interrupted: bool, signum: int | None) -> TrainResul
     return TrainResult(
         run.state, run.run_dir, run.steps, run.stats.episodes, score, interrupted, signum
     )
+
+
+def _report_nonfinite(run: setup.Run) -> TrainResult:
+    """Says which update went non-finite and what is left to resume (process 0)."""
+    if run.resume or run.last_save_step:
+        kept = f"the last checkpoint, at step {run.last_save_step:,}, is finite"
+    else:
+        kept = "no checkpoint was saved"
+    if run.dp.is_main:
+        print(
+            f"paac: error: {run.nonfinite}; stopped without saving it ({kept}); "
+            f"docs/faults.md says how to investigate; outputs in {run.run_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+    steps = int(run.state.update_count) * run.config.batch_size  # of the state returned
+    return TrainResult(
+        run.state, run.run_dir, steps, run.stats.episodes, run.stats.recent_mean, False, None,
+        run.nonfinite,
+    )  # fmt: skip
 
 
 def _finished_already(start: setup.Start, stop: StopSignals) -> TrainResult:

@@ -17,6 +17,7 @@ import numpy as np
 import tyro
 
 from paac.algorithms.build import init_state, make_algorithm, network_for
+from paac.algorithms.common import check_finite, nonfinite_terms
 from paac.core.config import Config, ConfigError
 from paac.core.xla_cpu import enable_ynn, ynn_enabled
 from paac.nets.layers import resolve_conv_impl
@@ -143,7 +144,8 @@ def run_benchmark(bench: BenchConfig) -> dict:
     key = jax.random.PRNGKey(config.seed)
     state = init_state(config, network, spec, key)
     act = jax.jit(algorithm.act)
-    update = jax.jit(algorithm.update)
+    update = jax.jit(check_finite(algorithm.update))  # as the training loop runs it
+    unchecked = jax.jit(algorithm.update)
     obs, _ = env.reset()
     t0 = time.perf_counter()
     jax.block_until_ready(act(state, obs, key))
@@ -155,6 +157,7 @@ def run_benchmark(bench: BenchConfig) -> dict:
     t0 = time.perf_counter()
     jax.block_until_ready(update(state, batch))
     update_compile = time.perf_counter() - t0
+    jax.block_until_ready(unchecked(state, batch))
 
     # 3. Act alone and update alone.
     def act_only():
@@ -163,8 +166,16 @@ def run_benchmark(bench: BenchConfig) -> dict:
     def update_only():
         jax.block_until_ready(update(state, batch))
 
+    def unchecked_only():
+        jax.block_until_ready(unchecked(state, batch))
+
     act_sps = _timed(act_only, share, n)
-    update_sps = _timed(update_only, share, config.batch_size)
+    # The update with and without its non-finite check, alternated against drift.
+    rates: dict = {update_only: [], unchecked_only: []}
+    for _ in range(2):
+        for fn in rates:
+            rates[fn].append(_timed(fn, share / 4, config.batch_size))
+    update_sps, unchecked_sps = (float(np.mean(r)) for r in rates.values())
 
     # 4. The whole loop: rollout and update, as in paac.run.train (logging aside), with the
     # time of each part: EnvPool's step, act (dispatch, compute, the actions' return) and
@@ -193,7 +204,8 @@ def run_benchmark(bench: BenchConfig) -> dict:
             algorithm.lookahead,
         )  # fmt: skip
         t = time.perf_counter()
-        loop["state"], metrics = update(loop["state"], b)
+        loop["state"], metrics, finite = update(loop["state"], b)
+        nonfinite_terms(metrics, finite)  # reads the flag, as the training loop does
         jax.block_until_ready(metrics)
         parts["update"] += time.perf_counter() - t
 
@@ -220,6 +232,7 @@ def run_benchmark(bench: BenchConfig) -> dict:
         "env_sps": round(env_sps, 1),
         "act_sps": round(act_sps, 1),
         "update_sps": round(update_sps, 1),
+        "finite_check_cost": round(1 - update_sps / unchecked_sps, 4),
         "train_sps": round(train_sps, 1),
         "train_vs_env": round(train_sps / env_sps, 3),
         "loop_env_share": round(loop_share["env"], 3),
@@ -240,6 +253,7 @@ def format_table(r: dict) -> str:
         ("raw EnvPool, random actions", f"{r['env_sps']:,.0f} steps/s"),
         ("act only (forward on n_e)", f"{r['act_sps']:,.0f} steps/s"),
         ("update only (n_e x t_max batch)", f"{r['update_sps']:,.0f} steps/s"),
+        ("its non-finite check", f"{r['finite_check_cost']:.1%} of the update's time"),
         ("whole training loop", f"{r['train_sps']:,.0f} steps/s"),
         ("training / raw EnvPool", f"{r['train_vs_env']:.1%}"),
         (

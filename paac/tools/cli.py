@@ -79,6 +79,9 @@ def _resume_default(default: Config, args: Sequence[str] | None) -> tuple[Config
     return dataclasses.replace(saved, resume=known.resume, **placement, **where), run_dir
 
 
+NONFINITE_EXIT = 3
+"""Exit status of a run stopped because an update went non-finite (docs/faults.md)."""
+
 PROCESS_FIELDS = ("coordinator_address", "num_processes", "process_id")
 PLACEMENT_FIELDS = ("devices", *PROCESS_FIELDS)
 
@@ -148,4 +151,6 @@ def _main(default: Config, args: Sequence[str] | None, description: str) -> int:
     except ConfigError as e:
         print(f"paac: error: {e}", file=sys.stderr)
         return 2
+    if result.nonfinite is not None:
+        return NONFINITE_EXIT
     return 128 + int(result.signal) if result.signal is not None else 0

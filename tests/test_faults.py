@@ -1,0 +1,163 @@
+"""Faults a long run meets: updates that go non-finite, rollouts too large for memory."""
+
+import importlib
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from paac import Config, EnvSpec, network_for, read_meta, train
+from paac.algorithms.common import check_finite, nonfinite_terms, params_finite
+from paac.core.config import ConfigError
+from paac.run import memory
+from paac.tools.cli import NONFINITE_EXIT
+from tests.test_checkpoints import CARTPOLE, _rows
+
+train_module = importlib.import_module("paac.run.train")
+run_setup = importlib.import_module("paac.run.setup")
+
+
+def test_the_check_flags_each_nonfinite_metric_but_explained_variance():
+    def update_giving(**metrics):
+        return lambda state, batch: (state, {k: jnp.float32(v) for k, v in metrics.items()})
+
+    state = {"w": jnp.ones(3)}
+    for metrics, bad in (
+        (dict(policy_loss=1.0, grad_norm=2.0, explained_variance=np.nan), []),
+        (dict(policy_loss=np.inf, grad_norm=2.0, explained_variance=0.5), ["policy_loss"]),
+        (dict(policy_loss=1.0, grad_norm=np.nan, value_loss=-np.inf), ["grad_norm", "value_loss"]),
+    ):
+        _, out, finite = jax.jit(check_finite(update_giving(**metrics)))(state, None)
+        assert bool(finite) == (not bad) and sorted(nonfinite_terms(out, finite)) == bad
+    assert bool(params_finite({"a": jnp.ones(2), "b": {"c": jnp.zeros((2, 2))}}))
+    assert not bool(params_finite({"a": jnp.ones(2), "b": {"c": jnp.array([[0.0, np.nan]])}}))
+    assert not bool(params_finite({"a": jnp.array([1.0, -np.inf])}))
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """CARTPOLE trained straight to 8000 steps (checkpoints at 4000 and 8000)."""
+    out = tmp_path_factory.mktemp("straight")
+    return train(Config(**CARTPOLE, out_dir=str(out), run_name="straight"), progress=False)
+
+
+@pytest.mark.slow
+def test_a_nonfinite_update_is_not_kept_and_the_run_resumes_exactly(
+    straight, tmp_path, monkeypatch, capsys
+):
+    """A rollout with an infinite reward (the 130th, after the checkpoint at 4000) makes that
+    update's losses non-finite: the run stops there, keeps the state before it, writes no
+    checkpoint of it, and a resume from the last checkpoint trains on as if nothing happened."""
+    real_collect = train_module.collect_rollout
+    rollouts = []
+
+    def collect(*args, **kwargs):
+        batch, carry = real_collect(*args, **kwargs)
+        rollouts.append(1)
+        if len(rollouts) == 130:
+            batch = batch._replace(reward=np.full_like(batch.reward, np.inf))
+        return batch, carry
+
+    monkeypatch.setattr(train_module, "collect_rollout", collect)
+    cfg = Config(**CARTPOLE, out_dir=str(tmp_path), run_name="inf")
+    result = train(cfg, progress=False)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("paac: error: update 130 (step 5,200) made ") and "value_loss" in line
+    assert "the last checkpoint, at step 4,000, is finite" in line and "docs/faults.md" in line
+    assert result.nonfinite.startswith("update 130 (step 5,200)") and not result.interrupted
+    assert result.steps == 129 * 40 and int(result.state.update_count) == 129
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(result.state))
+    assert sorted(os.listdir(os.path.join(result.run_dir, "checkpoints"))) == ["4000"]
+    assert int(_rows(result.run_dir)[-1]["step"]) == 5200  # its row is logged (then dropped)
+
+    monkeypatch.setattr(train_module, "collect_rollout", real_collect)
+    resumed = train(Config(**CARTPOLE, resume=result.run_dir), progress=False)
+    assert resumed.nonfinite is None and resumed.steps == 8000
+    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    ours, theirs = _rows(result.run_dir), _rows(straight.run_dir)
+    assert [r["step"] for r in ours] == [r["step"] for r in theirs]
+    for a, b in zip(ours, theirs, strict=True):
+        for col in set(a) - {"walltime", "sps"}:
+            assert a[col] == b[col], (a["step"], col)
+
+
+@pytest.mark.slow
+def test_nonfinite_parameters_are_never_checkpointed(tmp_path, monkeypatch, capsys):
+    """Parameters that go non-finite while the update's metrics stay finite (here: made so
+    by the 100th update, whose step is the first checkpoint's) are caught before the save."""
+
+    def poisoning(update):
+        def poisoned(state, batch):
+            new, metrics = update(state, batch)
+            bad = new.update_count == 100
+            params = jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p), new.params)
+            return new._replace(params=params), metrics
+
+        return check_finite(poisoned)
+
+    monkeypatch.setattr(run_setup, "check_finite", poisoning)
+    result = train(Config(**CARTPOLE, out_dir=str(tmp_path), run_name="nan"), progress=False)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(
+        "paac: error: update 100 (step 4,000) left the parameters non-finite; stopped without "
+        "saving it (no checkpoint was saved)"
+    ), line
+    assert result.nonfinite is not None
+    assert not os.path.exists(os.path.join(result.run_dir, "checkpoints", "4000"))
+
+
+@pytest.mark.slow
+def test_a_diverging_run_stops_with_one_line_and_its_exit_status(tmp_path, script):
+    """--lr 1e30: the second update's value loss and gradient overflow."""
+    out = script(
+        "control.py", "--lr", "1e30", "--clip-norm", "1e30", "--total-steps", "50000",
+        "--out-dir", str(tmp_path), "--run-name", "r", timeout=120,
+    )  # fmt: skip
+    assert out.returncode == NONFINITE_EXIT == 3, out.stderr[-2000:]
+    line = out.stderr.replace("\r", "\n").strip().splitlines()[-1]
+    assert line.startswith("paac: error: update 2 (step 160) made ") and "grad_norm" in line
+    assert "(no checkpoint was saved)" in line
+    run = tmp_path / "CartPole-v1" / "r"
+    assert not (run / "checkpoints").exists() or not os.listdir(run / "checkpoints")
+    with pytest.raises(Exception, match="checkpoint"):
+        read_meta(str(run))
+    shutil.rmtree(run)
+
+
+PONG = EnvSpec((4, 84, 84), np.dtype("uint8"), 6, True)
+
+
+def test_rollout_buffers_are_counted_and_refused_when_too_large(monkeypatch):
+    """A rollout of t_max x n_envs steps holds each step's observation (4 x 84 x 84 bytes on
+    Atari), action (4), reward (4), two flags (1 each) and mask (4), and one bootstrap
+    observation per environment; with the learner state it must fit in memory."""
+    config = Config(t_max=5, n_envs=32)
+    frame = 4 * 84 * 84
+    assert memory.rollout_bytes(config, PONG, 32) == 5 * 32 * (frame + 14) + 32 * frame
+    assert memory.rollout_bytes(config, PONG, 16) == 5 * 16 * (frame + 14) + 16 * frame
+    network = network_for(config, PONG)
+    memory.check_rollout_fits(config, network, PONG, 32)  # 4.6 MB: fits anywhere
+    big = Config(t_max=100_000, n_envs=32)
+    monkeypatch.setattr(memory, "host_memory", lambda: 64 * 2**30)
+    with pytest.raises(ConfigError) as e:
+        memory.check_rollout_fits(big, network, PONG, 32)
+    assert str(e.value).startswith(
+        "--t-max=100000 with --n-envs=32 is too large: a rollout's buffers take 84.2 GiB "
+        "(100000 x 32 observations of 4 x 84 x 84 uint8)"
+    ) and str(e.value).endswith("more than the 64.0 GiB of memory of the host")
+    monkeypatch.setattr(memory, "host_memory", lambda: 2**40)  # 1 TiB: fits
+    memory.check_rollout_fits(big, network, PONG, 32)
+
+
+@pytest.mark.slow
+def test_a_rollout_larger_than_memory_is_one_line_before_any_work(tmp_path, script):
+    """The issue's case: --t-max 100000 on Pong was NumPy's 84 GiB allocation traceback."""
+    out = script("atari.py", "--t-max", "100000", "--out-dir", str(tmp_path), timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("paac: error: --t-max=100000 with --n-envs=32")
+    assert not os.listdir(tmp_path)  # no run directory was made
