@@ -1,19 +1,27 @@
 """Faults a long run meets: updates that go non-finite, rollouts too large for memory."""
 
+import contextlib
 import importlib
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from orbax.checkpoint._src.path.atomicity import TMP_DIR_SUFFIX
 
-from paac import Config, EnvSpec, network_for, read_meta, train
+from paac import Config, EnvSpec, network_for, read_meta, state_template, train
 from paac.algorithms.common import check_finite, nonfinite_terms, params_finite
 from paac.core.config import ConfigError
 from paac.run import memory
+from paac.run.checkpoints import config_from_meta, locate, restore
 from paac.tools.cli import NONFINITE_EXIT
+from tests.conftest import ROOT, script_env
 from tests.test_checkpoints import CARTPOLE, _rows
 
 train_module = importlib.import_module("paac.run.train")
@@ -161,3 +169,109 @@ def test_a_rollout_larger_than_memory_is_one_line_before_any_work(tmp_path, scri
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("paac: error: --t-max=100000 with --n-envs=32")
     assert not os.listdir(tmp_path)  # no run directory was made
+
+
+# The soak's run: 50 interval checkpoints (exact resume), long enough to be killed often.
+SOAK = [
+    "--total-steps", "400000", "--checkpoint-interval", "8000", "--log-interval", "4000",
+    "--run-name", "soak",
+]  # fmt: skip
+
+
+def _start(out_dir) -> tuple[subprocess.Popen, float]:
+    """Resumes the soak's run, or starts it afresh when it has no checkpoint yet."""
+    run = out_dir / "CartPole-v1" / "soak"
+    checkpoints = run / "checkpoints"
+    if checkpoints.exists() and any(p.isdigit() for p in os.listdir(checkpoints)):
+        args = ["--resume", str(run)]
+    else:
+        shutil.rmtree(run, ignore_errors=True)  # killed before its first checkpoint
+        args = [*SOAK, "--out-dir", str(out_dir)]
+    started = time.time()
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "experiments", "control.py"), *args],
+        cwd=ROOT, env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    return proc, started
+
+
+def _wait_for(condition, proc, timeout=120.0) -> bool:
+    """Polls ``condition`` every 2 ms until it holds (True) or ``proc`` ends (False)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.002)
+    raise AssertionError("the run neither got there nor ended")
+
+
+def _entries(path):
+    return list(path.iterdir()) if path.exists() else []
+
+
+def _final(run_dir: str):
+    directory, step = locate(run_dir)
+    cfg = config_from_meta(read_meta(run_dir)[0])
+    spec = EnvSpec((4,), np.dtype("float32"), 2, False)
+    restored = restore(directory, step, state_template(cfg, network_for(cfg, spec), spec))
+    return step, (restored.state, restored.act_key)
+
+
+@pytest.mark.slow
+def test_kill_9_at_seeded_moments_then_resume_equals_the_run_never_killed(tmp_path):
+    """SIGKILL at 12 seeded moments of one run, each followed by --resume (or a fresh start
+    before the first checkpoint): 2 inside the first update's compilation, 3 while a
+    checkpoint is being written, 7 at random moments of training. The run that finally
+    ends has every logged number and its final parameters equal to one never killed."""
+    straight = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", "control.py"), *SOAK,
+         "--out-dir", str(tmp_path / "straight")],
+        cwd=ROOT, env=script_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    out = tmp_path / "killed"
+    run = out / "CartPole-v1" / "soak"
+    checkpoints = run / "checkpoints"
+    rng = np.random.default_rng(0)
+    kinds = ["compile"] * 2 + ["save"] * 3 + ["time"] * 7
+    rng.shuffle(kinds)
+    killed = {"compile": 0, "save": 0, "time": 0}
+    for kind in kinds:
+        proc, started = _start(out)
+        # Each start writes config.json once it is set up, just before the first update
+        # (which compiles); a run that ended instead is not killed.
+        if _wait_for(
+            lambda t=started: (
+                (run / "config.json").exists() and os.path.getmtime(run / "config.json") >= t
+            ),
+            proc,
+        ):
+            if kind == "save":
+                _wait_for(
+                    lambda: any(TMP_DIR_SUFFIX in p.name for p in _entries(checkpoints)), proc
+                )
+            elif kind == "time":
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=rng.uniform(0.2, 1.5))
+        if proc.poll() is None:
+            proc.kill()
+            killed[kind] += 1
+        proc.wait(timeout=60)
+        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr.read()[-2000:]
+    assert killed == {"compile": 2, "save": 3, "time": 7}, killed
+    final, _ = _start(out)
+    assert final.wait(timeout=300) == 0, final.stderr.read()[-2000:]
+
+    ours, theirs = _rows(str(run)), _rows(str(tmp_path / "straight" / "CartPole-v1" / "soak"))
+    assert [r["step"] for r in ours] == [r["step"] for r in theirs]
+    for a, b in zip(ours, theirs, strict=True):
+        for col in set(a) - {"walltime", "sps"}:
+            assert a[col] == b[col], (a["step"], col)
+    step, mine = _final(str(run))
+    step_b, straight_state = _final(str(tmp_path / "straight" / "CartPole-v1" / "soak"))
+    assert step == step_b == 400_000
+    for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(straight_state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
