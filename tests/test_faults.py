@@ -1,8 +1,10 @@
-"""Faults a long run meets: updates that go non-finite, rollouts too large for memory."""
+"""Faults a long run meets: kill -9, non-finite updates, a full disk, too little memory."""
 
 import contextlib
+import errno
 import importlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,12 +22,18 @@ from paac.algorithms.common import check_finite, nonfinite_terms, params_finite
 from paac.core.config import ConfigError
 from paac.run import memory
 from paac.run.checkpoints import config_from_meta, locate, restore
-from paac.tools.cli import NONFINITE_EXIT
+from paac.tools.cli import NONFINITE_EXIT, WRITE_ERROR_EXIT
 from tests.conftest import ROOT, script_env
 from tests.test_checkpoints import CARTPOLE, _rows
 
 train_module = importlib.import_module("paac.run.train")
 run_setup = importlib.import_module("paac.run.setup")
+
+
+def test_orbax_names_its_temporary_directories_as_paac_removes_them():
+    from paac.run.checkpoints import TMP_SUFFIX
+
+    assert TMP_SUFFIX == TMP_DIR_SUFFIX
 
 
 def test_the_check_flags_each_nonfinite_metric_but_explained_variance():
@@ -275,3 +283,139 @@ def test_kill_9_at_seeded_moments_then_resume_equals_the_run_never_killed(tmp_pa
     assert step == step_b == 400_000
     for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(straight_state), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _full_disk(path):
+    return OSError(errno.ENOSPC, "No space left on device", path)
+
+
+class _FillingFile:
+    """A file that takes ``room`` writes (flushes included), then finds the disk full."""
+
+    def __init__(self, file, room: int):
+        self._file, self._room = file, room
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def _spend(self):
+        self._room -= 1
+        if self._room < 0:
+            raise _full_disk(self._file.name)
+
+    def write(self, data):
+        self._spend()
+        return self._file.write(data)
+
+    def flush(self):
+        self._spend()
+        return self._file.flush()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["metrics.csv", "tensorboard"])
+def test_a_full_disk_at_the_logs_stops_the_run_at_once(where, tmp_path, monkeypatch, capsys):
+    """ENOSPC at metrics.csv or the TensorBoard file, after the checkpoint at 4000: the run
+    stops at that row with one line naming the file and the error, the checkpoint is
+    intact, and once there is room a resume finishes the run."""
+    from paac.run import metrics
+
+    if where == "metrics.csv":
+        real_open = open
+
+        def filling_open(path, *args, **kwargs):
+            file = real_open(path, *args, **kwargs)
+            return _FillingFile(file, 14) if str(path).endswith("metrics.csv") else file
+
+        monkeypatch.setattr(metrics, "open", filling_open, raising=False)
+    else:
+        real_writer = metrics.RecordWriter
+
+        def filling_writer(path):
+            writer = real_writer(path)
+            writer._writer = _FillingFile(writer._writer, 50)  # 4 writes, 1 flush a row
+            return writer
+
+        monkeypatch.setattr(metrics, "RecordWriter", filling_writer)
+    cfg = Config(**CARTPOLE, out_dir=str(tmp_path), run_name="full")
+    result = train(cfg, progress=False)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    name = "metrics.csv" if where == "metrics.csv" else "events.out.tfevents."
+    assert line.startswith("paac: error: cannot write ") and name in line, line
+    assert "(No space left on device); the run stopped at step " in line
+    assert "(its last checkpoint, at step 4,000, is intact)" in line
+    assert name in result.write_error and result.steps < 8000 and not result.interrupted
+    assert sorted(os.listdir(os.path.join(result.run_dir, "checkpoints"))) == ["4000"]
+    monkeypatch.undo()
+    resumed = train(Config(**CARTPOLE, resume=result.run_dir), progress=False)
+    assert resumed.write_error is None and resumed.steps == 8000
+
+
+@pytest.mark.slow
+def test_a_full_disk_at_config_json_is_one_line_before_training(tmp_path, monkeypatch, capsys):
+    from paac.run import metrics
+    from paac.tools.cli import WRITE_ERROR_EXIT, main
+
+    def full_disk(src, dst):
+        raise _full_disk(dst)
+
+    monkeypatch.setattr(metrics.os, "replace", full_disk)
+    monkeypatch.setenv("PAAC_XLA_CPU_YNN", "0")  # main() must not change this process's XLA
+    config = Config(**CARTPOLE, out_dir=str(tmp_path))
+    assert main(config, ["--run-name", "r"]) == WRITE_ERROR_EXIT == 4
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("paac: error: cannot write ") and "config.json" in line
+    assert line.endswith("(No space left on device); nothing was trained")
+    assert not os.path.exists(tmp_path / "CartPole-v1" / "r" / "config.json")
+
+
+def _small_filesystem(path, size: str) -> bool:
+    """Mounts a tmpfs of ``size`` at ``path`` where this machine allows it (root, Linux)."""
+    path.mkdir()
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+            check=True, capture_output=True, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_a_full_disk_at_a_checkpoint_on_a_real_filesystem(tmp_path, script):
+    """A 150 KB tmpfs as --out-dir holds one CartPole checkpoint, not two: the second save
+    fails with one line (no orbax traceback), leaves no temporary directory, keeps the first
+    checkpoint, and the run resumes to its end once there is room."""
+    disk = tmp_path / "small"
+    if not _small_filesystem(disk, "150k"):
+        pytest.skip("cannot mount a tmpfs here (needs root on Linux)")
+    try:
+        args = ["--total-steps", "100000", "--checkpoint-interval", "20000", "--run-name", "r"]
+        out = script("control.py", *args, "--out-dir", str(disk), timeout=120)
+        assert out.returncode == WRITE_ERROR_EXIT == 4, out.stderr[-3000:]
+        errors = [ln for ln in out.stderr.replace("\r", "\n").splitlines() if ln.strip()]
+        errors = [ln for ln in errors if "step/s" not in ln and "warning" not in ln]
+        assert len(errors) == 1, errors[:20]
+        run = disk / "CartPole-v1" / "r"
+        # Whether the first or the second checkpoint meets the full disk depends on how
+        # much the logs took by then.
+        told = re.fullmatch(
+            rf"paac: error: cannot write '{run}/checkpoints/(\d+)' \(No space left on device\); "
+            r"the run stopped at step ([\d,]+) \((its last checkpoint, at step ([\d,]+), is "
+            rf"intact|no checkpoint was saved)\); (make room, then resume it with --resume|make "
+            rf"room); outputs in {run}",
+            errors[0],
+        )
+        assert told, errors[0]
+        assert int(told.group(1)) == int(told.group(2).replace(",", ""))
+        intact = [] if told.group(4) is None else [told.group(4).replace(",", "")]
+        assert os.listdir(run / "checkpoints") == intact  # no temporary directory either
+        if not intact:
+            return
+        subprocess.run(["mount", "-o", "remount,size=20m", str(disk)], check=True, timeout=10)
+        again = script("control.py", "--resume", str(run), timeout=120)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "100000" in os.listdir(run / "checkpoints")
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True, timeout=10)

@@ -29,6 +29,23 @@ class ConfigError(Exception):
     """A configuration value is impossible; the message names field, value and what is allowed."""
 
 
+class WriteError(OSError):
+    """A file the run writes could not be written; the message names the file and the OS error."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(reason)
+        self.path = self.filename = path
+        self.reason = self.strerror = reason
+
+    def __str__(self) -> str:
+        return f"cannot write {self.path!r} ({self.reason})"
+
+    @classmethod
+    def of(cls, path: str, error: OSError) -> WriteError:
+        """The WriteError of an OSError met writing ``path`` (its own file name if it has one)."""
+        return cls(error.filename or path, error.strerror or str(error))
+
+
 def flag(field: str) -> str:
     """The command-line flag of a :class:`Config` field: ``n_envs`` -> ``--n-envs``."""
     return "--" + field.replace("_", "-")

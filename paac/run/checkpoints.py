@@ -15,10 +15,16 @@ temporary directories are never taken for checkpoints.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
+import glob
+import logging
 import os
+import re
+import shutil
 import sys
+import threading
 import traceback
 from typing import Any, NamedTuple
 
@@ -26,11 +32,14 @@ import jax
 import numpy as np
 from absl import logging as absl_logging
 
-from paac.core.config import Config, ConfigError, first_line, flag
+from paac.core.config import Config, ConfigError, WriteError, first_line, flag
 
 FORMAT_VERSION = 2  # 2: LearnerState.extra (value-based algorithms)
 READABLE_VERSIONS = (1, 2)  # 1: a2c only, before LearnerState.extra: restored with extra = {}
 CHECKPOINT_SUBDIR = "checkpoints"
+TMP_SUFFIX = (
+    ".orbax-checkpoint-tmp"  # orbax's temporary directories: <step>.orbax-checkpoint-tmp...
+)
 
 # Fields a resumed run may change: they do not touch the update's mathematics (with exact
 # resume checkpoint_interval places the environments' restarts: train warns of a change).
@@ -120,14 +129,36 @@ def _ignore_closed_loop_callbacks() -> None:
 
 
 @contextlib.contextmanager
-def _quiet():
+def _quiet(level: int = absl_logging.ERROR):
     """Orbax logs routine notes at WARNING through absl; keep them off the console."""
-    level = absl_logging.get_verbosity()
-    absl_logging.set_verbosity(absl_logging.ERROR)
+    before = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(level)
     try:
         yield
     finally:
-        absl_logging.set_verbosity(level)
+        absl_logging.set_verbosity(before)
+
+
+@contextlib.contextmanager
+def _write_failures_told_once():
+    """While a checkpoint is saved: a failed write is told once, by :class:`WriteError`.
+
+    Orbax's threads would each print the failure too: as an absl ERROR with its traceback,
+    and as the thread's own traceback. Those are dropped; any other exception of a thread
+    still reaches the hook that was there before.
+    """
+    previous = threading.excepthook
+
+    def hook(args):
+        if _write_error("", args.exc_value) is None:
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        with _quiet(absl_logging.FATAL):
+            yield
+    finally:
+        threading.excepthook = previous
 
 
 def _manager(directory: str, keep: int | None = None, read_only: bool = False):
@@ -148,24 +179,47 @@ class Checkpointer:
     def __init__(self, run_dir: str, keep: int):
         self.directory = os.path.join(run_dir, CHECKPOINT_SUBDIR)
         self._manager = _manager(self.directory, keep=keep)
+        self._failed = False
+        self._remove_leftovers()  # of a process killed or failed mid-save: the run is ours now
 
     def save(self, step: int, state, act_key, meta: dict) -> None:
-        """Starts saving ``state``, ``act_key`` and ``meta`` as the checkpoint of ``step``.
+        """Saves ``state``, ``act_key`` and ``meta`` as the checkpoint of ``step``, whole.
 
-        The saved meta also holds the format version and the step. :meth:`wait` returns
-        once it is complete.
+        The saved meta also holds the format version and the step. It returns once the
+        checkpoint is complete on disk, so that a failed write is met here, at the step it
+        belongs to.
+
+        Raises:
+          WriteError: the checkpoint could not be written (a full disk, say). Its half-written
+            temporary directory is removed; the earlier checkpoints are untouched.
         """
         ocp = _ocp()
         item = {"learner": state, "act_key": act_key}
         meta = {"format_version": FORMAT_VERSION, "step": int(step), **meta}
-        with _quiet():
-            self._manager.save(
-                int(step),
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(item), meta=ocp.args.JsonSave(meta)
-                ),
-                force=True,
-            )
+        try:
+            with _write_failures_told_once():
+                self._manager.save(
+                    int(step),
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardSave(item), meta=ocp.args.JsonSave(meta)
+                    ),
+                    force=True,
+                )
+                self._manager.wait_until_finished()
+        except Exception as e:
+            error = _write_error(os.path.join(self.directory, str(step)), e)
+            if error is None:
+                raise
+            self._failed = True
+            _silence_the_failed_save()
+            self._remove_leftovers()
+            atexit.register(self._remove_leftovers)  # and what orbax's threads write after
+            raise error from None
+
+    def _remove_leftovers(self) -> None:
+        """Removes orbax's temporary directories of unfinished saves (never checkpoints)."""
+        for leftover in glob.glob(os.path.join(self.directory, f"*{TMP_SUFFIX}*")):
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def wait(self) -> None:
         """Returns once every save started so far is complete on disk."""
@@ -173,8 +227,71 @@ class Checkpointer:
 
     def close(self) -> None:
         """Waits for the saves in progress, then closes the orbax manager."""
+        if self._failed:  # orbax would raise the failed save's error again
+            with contextlib.suppress(Exception):
+                self._manager.close()
+            self._remove_leftovers()  # what its threads wrote after the failure
+            return
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _orbax_write_failure(error: BaseException | None) -> bool:
+    """Whether ``error`` is one of orbax's echoes of a failed write (or of the shutdown of
+    its executors that follows it)."""
+    if error is None:
+        return False
+    text = str(error)
+    return (
+        _write_error("", error) is not None
+        or "RESOURCE_EXHAUSTED" in text
+        or "PERMISSION_DENIED" in text
+        or "cannot schedule new futures after shutdown" in text
+    )
+
+
+class _AbandonedWriteTasks(logging.Filter):
+    """Drops asyncio's "... exception was never retrieved" records of a failed write."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        abandoned = "exception was never retrieved" in str(record.msg)
+        return not (abandoned and _orbax_write_failure(error))
+
+
+def _silence_the_failed_save() -> None:
+    """After a failed save, told once by a :class:`WriteError`: orbax's threads and tasks
+    still in flight end with the same error, and would print it again and again (absl
+    ERRORs, thread tracebacks, asyncio's never-retrieved tasks) after paac's one line.
+    Those echoes alone are dropped, for the rest of the process, which is stopping."""
+    absl_logging.set_verbosity(absl_logging.FATAL)
+    log = logging.getLogger("asyncio")
+    if not any(isinstance(f, _AbandonedWriteTasks) for f in log.filters):
+        log.addFilter(_AbandonedWriteTasks())
+    previous = threading.excepthook
+    if getattr(previous, "_paac_filter", False):
+        return
+
+    def hook(args):
+        if not _orbax_write_failure(args.exc_value):
+            previous(args)
+
+    hook._paac_filter = True
+    threading.excepthook = hook
+
+
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+def _write_error(path: str, error: Exception) -> WriteError | None:
+    """The :class:`WriteError` of a failed checkpoint write (an OSError, or orbax's and
+    TensorStore's report of one), or None for any other error."""
+    if isinstance(error, OSError):
+        return WriteError.of(path, error)
+    code = _OS_ERROR_CODE.search(str(error))
+    if code:
+        return WriteError(path, os.strerror(int(code.group(1))))
+    return None
 
 
 def _steps_in(directory: str) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -13,6 +14,8 @@ from collections.abc import Mapping
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.proto.summary_pb2 import Summary
 from tensorboardX.record_writer import RecordWriter
+
+from paac.core.config import WriteError
 
 COLUMNS = (
     "step",
@@ -55,17 +58,27 @@ class MetricsWriter:
         self._tb = TensorBoardWriter(run_dir, purge_step) if tensorboard else None
 
     def write(self, row: Mapping[str, float | int | None]) -> None:
-        """Appends ``row`` to metrics.csv (flushed) and to TensorBoard."""
-        self._csv.writerow({k: _fmt(row.get(k)) for k in COLUMNS})
-        self._file.flush()
+        """Appends ``row`` to metrics.csv (flushed) and to TensorBoard.
+
+        Raises:
+          WriteError: a file could not be written (a full disk, say).
+        """
+        try:
+            self._csv.writerow({k: _fmt(row.get(k)) for k in COLUMNS})
+            self._file.flush()
+        except OSError as e:
+            raise WriteError.of(self._file.name, e) from None
         if self._tb is not None:
             self._tb.write(row)
 
     def close(self) -> None:
-        """Closes metrics.csv and the TensorBoard file."""
-        self._file.close()
+        """Closes metrics.csv and the TensorBoard file (what a failed write left unwritten
+        in their buffers is dropped: a resume drops a cut row)."""
+        with contextlib.suppress(OSError):
+            self._file.close()
         if self._tb is not None:
-            self._tb.close()
+            with contextlib.suppress(OSError):
+                self._tb.close()
 
 
 class TensorBoardWriter:
@@ -83,14 +96,20 @@ class TensorBoardWriter:
         now = time.time()
         seconds, micros = divmod(int(now * 1e6), 10**6)
         name = f"events.out.tfevents.{seconds:010d}.{micros:06d}.{socket.gethostname()}"
-        self._file = RecordWriter(os.path.join(run_dir, f"{name}.{os.getpid()}"))
+        self.path = os.path.join(run_dir, f"{name}.{os.getpid()}")
+        self._file = RecordWriter(self.path)
         self._write(Event(wall_time=now, file_version="brain.Event:2"))
         if purge_step is not None:  # TensorBoard drops the points of earlier files from here
             start = SessionLog(status=SessionLog.START)
             self._write(Event(wall_time=now, step=purge_step, session_log=start))
 
-    def _write(self, event) -> None:
-        self._file.write(event.SerializeToString())
+    def _write(self, event, flush: bool = False) -> None:
+        try:
+            self._file.write(event.SerializeToString())
+            if flush:
+                self._file.flush()
+        except OSError as e:
+            raise WriteError.of(self.path, e) from None
 
     def write(self, row: Mapping[str, float | int | None]) -> None:
         """Writes the finite scalars of ``row`` at its ``step`` as ``paac/<name>``, flushed."""
@@ -100,10 +119,10 @@ class TensorBoardWriter:
             if k != "step" and v is not None and math.isfinite(float(v))
         ]
         summary = Summary(value=values)
-        self._write(Event(wall_time=time.time(), step=int(row["step"]), summary=summary))
-        # On disk at once: TensorBoard shows the row, and a checkpoint saved after it
-        # never gets ahead of it (a resume keeps the logs up to its step).
-        self._file.flush()
+        # On disk at once (flushed): TensorBoard shows the row, and a checkpoint saved after
+        # it never gets ahead of it (a resume keeps the logs up to its step).
+        event = Event(wall_time=time.time(), step=int(row["step"]), summary=summary)
+        self._write(event, flush=True)
 
     def close(self) -> None:
         """Closes the event file."""
@@ -173,6 +192,8 @@ def write_atomic(path: str, text: str) -> None:
         with open(tmp, "w", newline="") as f:
             f.write(text)
         os.replace(tmp, path)
+    except OSError as e:
+        raise WriteError.of(path, e) from None
     finally:
         if os.path.isfile(tmp):
             os.remove(tmp)

@@ -161,6 +161,7 @@ class Run:
     last_save_step: int = 0
     pending: list = dataclasses.field(default_factory=list)  # update metrics since the last row
     nonfinite: str | None = None  # what went non-finite, and in which update
+    write_error: str | None = None  # the write that failed, and why
 
     def after_update(self, metrics: dict) -> int | None:
         """Counts one update's steps and keeps its metrics; returns the agreed stop signal.

@@ -11,7 +11,7 @@ import sys
 from typing import NamedTuple
 
 from paac.algorithms.common import nonfinite_terms, params_finite
-from paac.core.config import Config
+from paac.core.config import Config, WriteError
 from paac.core.types import LearnerState
 from paac.run import setup
 from paac.run.rollout import collect_rollout
@@ -29,6 +29,7 @@ class TrainResult(NamedTuple):
     interrupted: bool
     signal: int | None  # the signal that stopped the run, if one did
     nonfinite: str | None = None  # the update that went non-finite, and what did, if one did
+    write_error: str | None = None  # the write that failed and why, if one did
 
 
 def train(config: Config, *, progress: bool = True) -> TrainResult:
@@ -99,10 +100,15 @@ def _loop(run: setup.Run) -> TrainResult:
                 run.checkpoint(next_update=u + 1)
     except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep the last checkpoint
         interrupted = True
+    except WriteError as e:  # a full disk, say: stop now, keep the last checkpoint
+        run.write_error = str(e)
     else:
         stop.shield()  # further signals must not cut the final save short
         if run.steps > run.last_save_step and run.nonfinite is None and _saveable(run):
-            run.save()
+            try:
+                run.save()
+            except WriteError as e:
+                run.write_error = str(e)
     finally:
         stop.shield()
         run.close()
@@ -122,8 +128,8 @@ def _saveable(run: setup.Run) -> bool:
 
 def _report(run: setup.Run, interrupted: bool, signum: int | None) -> TrainResult:
     """Says how the run ended (process 0), and returns it."""
-    if run.nonfinite is not None:
-        return _report_nonfinite(run)
+    if run.nonfinite is not None or run.write_error is not None:
+        return _report_failure(run)
     what = "interrupted" if interrupted else "finished"
     score = run.stats.recent_mean
     score_txt = f", last-20 mean score {score:.2f}" if score is not None else ""
@@ -144,23 +150,25 @@ def _report(run: setup.Run, interrupted: bool, signum: int | None) -> TrainResul
     )
 
 
-def _report_nonfinite(run: setup.Run) -> TrainResult:
-    """Says which update went non-finite and what is left to resume (process 0)."""
-    if run.resume or run.last_save_step:
-        kept = f"the last checkpoint, at step {run.last_save_step:,}, is finite"
+def _report_failure(run: setup.Run) -> TrainResult:
+    """Says which update went non-finite, or which write failed, and what is left to resume
+    (process 0); returns the last state that was kept."""
+    saved = run.resume or run.last_save_step
+    if run.nonfinite is not None:
+        kept = f"the last checkpoint, at step {run.last_save_step:,}, is finite" if saved else ""
+        line = f"{run.nonfinite}; stopped without saving it ({kept or 'no checkpoint was saved'})"
+        how = "docs/faults.md says how to investigate"
     else:
-        kept = "no checkpoint was saved"
+        kept = f"its last checkpoint, at step {run.last_save_step:,}, is intact" if saved else ""
+        line = f"{run.write_error}; the run stopped at step {run.steps:,}"
+        line += f" ({kept or 'no checkpoint was saved'})"
+        how = "make room, then resume it with --resume" if saved else "make room"
     if run.dp.is_main:
-        print(
-            f"paac: error: {run.nonfinite}; stopped without saving it ({kept}); "
-            f"docs/faults.md says how to investigate; outputs in {run.run_dir}",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"paac: error: {line}; {how}; outputs in {run.run_dir}", file=sys.stderr, flush=True)
     steps = int(run.state.update_count) * run.config.batch_size  # of the state returned
     return TrainResult(
         run.state, run.run_dir, steps, run.stats.episodes, run.stats.recent_mean, False, None,
-        run.nonfinite,
+        run.nonfinite, run.write_error,
     )  # fmt: skip
 
 

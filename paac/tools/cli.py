@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import tyro
 
-from paac.core.config import Config, ConfigError, flag
+from paac.core.config import Config, ConfigError, WriteError, flag
 from paac.core.xla_cpu import enable_ynn
 from paac.run.checkpoints import (
     CheckpointError,
@@ -81,6 +81,8 @@ def _resume_default(default: Config, args: Sequence[str] | None) -> tuple[Config
 
 NONFINITE_EXIT = 3
 """Exit status of a run stopped because an update went non-finite (docs/faults.md)."""
+WRITE_ERROR_EXIT = 4
+"""Exit status of a run stopped because a file could not be written (docs/faults.md)."""
 
 PROCESS_FIELDS = ("coordinator_address", "num_processes", "process_id")
 PLACEMENT_FIELDS = ("devices", *PROCESS_FIELDS)
@@ -151,6 +153,11 @@ def _main(default: Config, args: Sequence[str] | None, description: str) -> int:
     except ConfigError as e:
         print(f"paac: error: {e}", file=sys.stderr)
         return 2
+    except WriteError as e:  # config.json, before training
+        print(f"paac: error: {e}; nothing was trained", file=sys.stderr)
+        return WRITE_ERROR_EXIT
+    if result.write_error is not None:
+        return WRITE_ERROR_EXIT
     if result.nonfinite is not None:
         return NONFINITE_EXIT
     return 128 + int(result.signal) if result.signal is not None else 0
