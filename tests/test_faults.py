@@ -419,3 +419,26 @@ def test_a_full_disk_at_a_checkpoint_on_a_real_filesystem(tmp_path, script):
         assert "100000" in os.listdir(run / "checkpoints")
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True, timeout=10)
+
+
+@pytest.mark.slow
+def test_a_gif_that_could_outgrow_memory_is_refused_and_the_games_still_played(
+    tmp_path, monkeypatch
+):
+    """Evaluation's one memory-hungry buffer: a GIF holds every frame of its game. On a host
+    with too little memory for a game as long as the time limit the GIF is refused after
+    its first frame, the games are played and reported, and an MP4 is still recorded."""
+    from paac.tools import evaluate as evaluation
+    from tests.test_checkpoints import FIXTURE
+
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE, run)
+    monkeypatch.setattr(evaluation, "host_memory", lambda: 2**20)  # 1 MiB
+    stats = evaluation.evaluate(str(run), episodes=2, video=str(tmp_path / "game.gif"))
+    assert len(stats["scores"]) == 2 and stats["video"] is None
+    (problem,) = stats["problems"]
+    assert problem.startswith(f"cannot record the video '{tmp_path / 'game.gif'}': a GIF of a")
+    assert "501 frames of 600 x 400" in problem and "record an .mp4" in problem
+    assert not os.path.exists(tmp_path / "game.gif") and os.listdir(tmp_path) == ["run"]
+    stats = evaluation.evaluate(str(run), episodes=1, video=str(tmp_path / "game.mp4"))
+    assert stats["problems"] == [] and stats["video_frames"] > 0

@@ -69,15 +69,16 @@ def check_state_fits(config: Config, network, spec: EnvSpec, device=None) -> Non
             f"{config.max_staleness + 1 + config.num_workers} "
         )
     if copies:
-        copies = f" ({copies}copies of the {_bytes(size(template.params))} of parameters)"
+        copies = f" ({copies}copies of the {format_bytes(size(template.params))} of parameters)"
     raise ConfigError(
-        f"the learner state is {_bytes(state)}{copies}, and an update holds it about "
-        f"{UPDATE_MEMORY_FACTOR} times over: more than the {_bytes(have)} of memory of "
+        f"the learner state is {format_bytes(state)}{copies}, and an update holds it about "
+        f"{UPDATE_MEMORY_FACTOR} times over: more than the {format_bytes(have)} of memory of "
         f"{device.device_kind} {device.id}"
     )
 
 
-def _bytes(n: int) -> str:
+def format_bytes(n: int) -> str:
+    """``n`` bytes in GiB, MiB or KiB (one decimal), or in bytes."""
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
@@ -115,8 +116,8 @@ def check_rollout_fits(config: Config, network, spec: EnvSpec, n_envs: int, devi
         shape = " x ".join(str(d) for d in spec.obs_shape)
         raise ConfigError(
             f"{flag('t_max')}={config.t_max} with {flag('n_envs')}={config.n_envs} is too "
-            f"large: a rollout's buffers take {_bytes(rollout)} ({config.t_max} x {n_envs} "
-            f"observations of {shape} {np.dtype(spec.obs_dtype).name}), and with the "
-            f"learner state an update needs {_bytes(need)}: more than the {_bytes(have)} of "
-            f"memory of the {where}"
+            f"large: a rollout's buffers take {format_bytes(rollout)} ({config.t_max} x "
+            f"{n_envs} observations of {shape} {np.dtype(spec.obs_dtype).name}), and with the "
+            f"learner state an update needs {format_bytes(need)}: more than the "
+            f"{format_bytes(have)} of memory of the {where}"
         )

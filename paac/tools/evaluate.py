@@ -24,6 +24,7 @@ from paac.core.config import VALUE_ALGOS, ConfigError
 from paac.core.tasks import is_atari
 from paac.run.checkpoints import config_from_meta, read_meta, restore, run_dir_of
 from paac.run.envs import check_arch, env_spec, make_env
+from paac.run.memory import format_bytes, host_memory
 from paac.run.metrics import write_atomic
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -252,8 +253,9 @@ class _Recording:
     A write that fails stops the recording and is kept as ``problem``.
     """
 
-    def __init__(self, path: str, fps: float):
+    def __init__(self, path: str, fps: float, max_steps: int = 0):
         self.path, self.frames, self.problem = path, 0, None
+        self._max_steps = max_steps  # the game's time limit (0: none known)
         self.game: tuple[float, int] | None = None  # (score, steps) once recorded
         self._writer = None
         try:
@@ -266,10 +268,32 @@ class _Recording:
         return self._writer is not None
 
     def add(self, env, score: float) -> None:
+        frame = env.render(env_ids=[0])[0]
+        if self.frames == 0 and self._writer.frames == 0 and not self._fits(frame):
+            return
         try:
-            self._writer.add(_burn_in(env.render(env_ids=[0])[0], f"score {score:g}"))
+            self._writer.add(_burn_in(frame, f"score {score:g}"))
         except VIDEO_ERRORS as e:
             self._failed(e)
+
+    def _fits(self, frame: np.ndarray) -> bool:
+        """A GIF holds a palette image (a byte a pixel) of every frame until the game ends:
+        refused, before it holds more than this first frame, if a game as long as the time
+        limit would not fit in the host's memory."""
+        if not self.path.lower().endswith(".gif") or not self._max_steps:
+            return True
+        need = frame.shape[0] * frame.shape[1] * (self._max_steps + 1)
+        have = host_memory()
+        if need <= have:
+            return True
+        self.problem = (
+            f"cannot record the video {self.path!r}: a GIF of a whole game could hold "
+            f"{format_bytes(need)} ({self._max_steps + 1} frames of {frame.shape[1]} x "
+            f"{frame.shape[0]}), more than the host's {format_bytes(have)} of memory; record an "
+            ".mp4, which is streamed"
+        )
+        self.discard()
+        return False
 
     def finish(self, game: tuple[float, int]) -> None:
         try:
@@ -301,7 +325,8 @@ def _play(
     game_lengths: list[int] = []
     key = jax.random.PRNGKey(seed)
     obs, _ = env.reset()
-    recording = _Recording(video, fps) if video is not None else None
+    max_steps = int(getattr(env.spec.config, "max_episode_steps", 0) or 0)
+    recording = _Recording(video, fps, max_steps) if video is not None else None
     if recording is not None and recording.on:
         recording.add(env, 0)
     t0 = time.perf_counter()
