@@ -43,6 +43,15 @@ def _rows(run_dir):
         return list(csv.DictReader(f))
 
 
+def assert_same_logs(run_dir, other_dir) -> None:
+    """The same metrics.csv rows, every number equal but the wall-time columns."""
+    ours, theirs = _rows(run_dir), _rows(other_dir)
+    assert [r["step"] for r in ours] == [r["step"] for r in theirs]
+    for a, b in zip(ours, theirs, strict=True):
+        for col in set(a) - {"walltime", "sps"}:
+            assert a[col] == b[col], (a["step"], col)
+
+
 def _listing(path):
     return sorted(
         (os.path.relpath(os.path.join(d, f), path), os.path.getmtime(os.path.join(d, f)))
@@ -919,8 +928,4 @@ def test_a_checkpoint_of_the_flat_package_evaluates_and_resumes_exactly(straight
     assert resumed.steps == 8000 and resumed.run_dir == str(run)
     for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
-    ours, theirs = _rows(run), _rows(straight.run_dir)
-    assert [r["step"] for r in ours] == [r["step"] for r in theirs]
-    for a, b in zip(ours, theirs, strict=True):
-        for col in set(a) - {"walltime", "sps"}:
-            assert a[col] == b[col], (a["step"], col)
+    assert_same_logs(run, straight.run_dir)

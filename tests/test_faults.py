@@ -24,7 +24,7 @@ from paac.run import memory
 from paac.run.checkpoints import config_from_meta, locate, restore
 from paac.tools.cli import NONFINITE_EXIT, WRITE_ERROR_EXIT
 from tests.conftest import ROOT, script_env
-from tests.test_checkpoints import CARTPOLE, _rows
+from tests.test_checkpoints import CARTPOLE, _rows, assert_same_logs
 
 train_module = importlib.import_module("paac.run.train")
 run_setup = importlib.import_module("paac.run.setup")
@@ -94,11 +94,7 @@ def test_a_nonfinite_update_is_not_kept_and_the_run_resumes_exactly(
     assert resumed.nonfinite is None and resumed.steps == 8000
     for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
-    ours, theirs = _rows(result.run_dir), _rows(straight.run_dir)
-    assert [r["step"] for r in ours] == [r["step"] for r in theirs]
-    for a, b in zip(ours, theirs, strict=True):
-        for col in set(a) - {"walltime", "sps"}:
-            assert a[col] == b[col], (a["step"], col)
+    assert_same_logs(result.run_dir, straight.run_dir)
 
 
 @pytest.mark.slow
@@ -273,11 +269,7 @@ def test_kill_9_at_seeded_moments_then_resume_equals_the_run_never_killed(tmp_pa
     final, _ = _start(out)
     assert final.wait(timeout=300) == 0, final.stderr.read()[-2000:]
 
-    ours, theirs = _rows(str(run)), _rows(str(tmp_path / "straight" / "CartPole-v1" / "soak"))
-    assert [r["step"] for r in ours] == [r["step"] for r in theirs]
-    for a, b in zip(ours, theirs, strict=True):
-        for col in set(a) - {"walltime", "sps"}:
-            assert a[col] == b[col], (a["step"], col)
+    assert_same_logs(run, tmp_path / "straight" / "CartPole-v1" / "soak")
     step, mine = _final(str(run))
     step_b, straight_state = _final(str(tmp_path / "straight" / "CartPole-v1" / "soak"))
     assert step == step_b == 400_000
