@@ -23,6 +23,9 @@ def test_benchmark_smoke(script):
     assert result["peak_rss_mib"] > 0
     assert (result["env"], result["n_envs"], result["t_max"]) == ("CartPole-v1", 4, 5)
     assert any("whole training loop" in ln for ln in lines)
+    # The update with and without its non-finite check: the same work but for one reduction.
+    assert -0.5 < result["finite_check_cost"] < 0.5, result
+    assert any("its non-finite check" in ln for ln in lines)
 
 
 def test_benchmark_of_a_large_batch(script):
