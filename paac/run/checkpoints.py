@@ -37,9 +37,8 @@ from paac.core.config import Config, ConfigError, WriteError, first_line, flag
 FORMAT_VERSION = 2  # 2: LearnerState.extra (value-based algorithms)
 READABLE_VERSIONS = (1, 2)  # 1: a2c only, before LearnerState.extra: restored with extra = {}
 CHECKPOINT_SUBDIR = "checkpoints"
-TMP_SUFFIX = (
-    ".orbax-checkpoint-tmp"  # orbax's temporary directories: <step>.orbax-checkpoint-tmp...
-)
+# Orbax writes a step into <step>.orbax-checkpoint-tmp... and renames it when complete.
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
 # Fields a resumed run may change: they do not touch the update's mathematics (with exact
 # resume checkpoint_interval places the environments' restarts: train warns of a change).
@@ -116,16 +115,23 @@ def _ignore_closed_loop_callbacks() -> None:
     (dozens of them) would be printed after paac's one-line error. Those alone are dropped;
     every other unraisable exception goes to the hook that was there before.
     """
-    previous = sys.unraisablehook
-    if getattr(previous, "_paac_filter", False):
+    _filter_hook(sys, "unraisablehook", _closed_loop_callback)
+
+
+def _filter_hook(owner, name: str, drop) -> None:
+    """Wraps the hook ``owner.<name>`` (``sys.unraisablehook``, ``threading.excepthook``),
+    once per ``drop``, so that the exceptions ``drop(args)`` picks are not printed; every
+    other one still reaches the hook that was there before."""
+    previous = getattr(owner, name)
+    if getattr(previous, "_paac_drop", None) is drop:
         return
 
-    def hook(unraisable):
-        if not _closed_loop_callback(unraisable):
-            previous(unraisable)
+    def hook(args):
+        if not drop(args):
+            previous(args)
 
-    hook._paac_filter = True
-    sys.unraisablehook = hook
+    hook._paac_drop = drop
+    setattr(owner, name, hook)
 
 
 @contextlib.contextmanager
@@ -137,28 +143,6 @@ def _quiet(level: int = absl_logging.ERROR):
         yield
     finally:
         absl_logging.set_verbosity(before)
-
-
-@contextlib.contextmanager
-def _write_failures_told_once():
-    """While a checkpoint is saved: a failed write is told once, by :class:`WriteError`.
-
-    Orbax's threads would each print the failure too: as an absl ERROR with its traceback,
-    and as the thread's own traceback. Those are dropped; any other exception of a thread
-    still reaches the hook that was there before.
-    """
-    previous = threading.excepthook
-
-    def hook(args):
-        if _write_error("", args.exc_value) is None:
-            previous(args)
-
-    threading.excepthook = hook
-    try:
-        with _quiet(absl_logging.FATAL):
-            yield
-    finally:
-        threading.excepthook = previous
 
 
 def _manager(directory: str, keep: int | None = None, read_only: bool = False):
@@ -196,8 +180,11 @@ class Checkpointer:
         ocp = _ocp()
         item = {"learner": state, "act_key": act_key}
         meta = {"format_version": FORMAT_VERSION, "step": int(step), **meta}
+        # A failed write is told once, by WriteError: orbax's threads would print it too,
+        # as absl ERRORs and as their own tracebacks.
+        _filter_hook(threading, "excepthook", _thread_write_echo)
         try:
-            with _write_failures_told_once():
+            with _quiet(absl_logging.FATAL):
                 self._manager.save(
                     int(step),
                     args=ocp.args.Composite(
@@ -259,25 +246,20 @@ class _AbandonedWriteTasks(logging.Filter):
         return not (abandoned and _orbax_write_failure(error))
 
 
+def _thread_write_echo(args) -> bool:
+    """A thread of orbax's that ended with its echo of a failed write."""
+    return _orbax_write_failure(args.exc_value)
+
+
 def _silence_the_failed_save() -> None:
     """After a failed save, told once by a :class:`WriteError`: orbax's threads and tasks
     still in flight end with the same error, and would print it again and again (absl
-    ERRORs, thread tracebacks, asyncio's never-retrieved tasks) after paac's one line.
-    Those echoes alone are dropped, for the rest of the process, which is stopping."""
+    ERRORs, asyncio's never-retrieved tasks) after paac's one line. Those echoes alone are
+    dropped, for the rest of the process, which is stopping."""
     absl_logging.set_verbosity(absl_logging.FATAL)
     log = logging.getLogger("asyncio")
     if not any(isinstance(f, _AbandonedWriteTasks) for f in log.filters):
         log.addFilter(_AbandonedWriteTasks())
-    previous = threading.excepthook
-    if getattr(previous, "_paac_filter", False):
-        return
-
-    def hook(args):
-        if not _orbax_write_failure(args.exc_value):
-            previous(args)
-
-    hook._paac_filter = True
-    threading.excepthook = hook
 
 
 _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")

@@ -53,8 +53,7 @@ def check_state_fits(config: Config, network, spec: EnvSpec, device=None) -> Non
     """
     device = device or jax.local_devices()[0]
     template = state_template(config, network, spec)
-    size = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
-    state, have = size(template), device_memory(device)
+    state, have = tree_bytes(template), device_memory(device)
     if have is None or UPDATE_MEMORY_FACTOR * state <= have:
         return
     copies = ""
@@ -69,12 +68,19 @@ def check_state_fits(config: Config, network, spec: EnvSpec, device=None) -> Non
             f"{config.max_staleness + 1 + config.num_workers} "
         )
     if copies:
-        copies = f" ({copies}copies of the {format_bytes(size(template.params))} of parameters)"
+        copies = (
+            f" ({copies}copies of the {format_bytes(tree_bytes(template.params))} of parameters)"
+        )
     raise ConfigError(
         f"the learner state is {format_bytes(state)}{copies}, and an update holds it about "
         f"{UPDATE_MEMORY_FACTOR} times over: more than the {format_bytes(have)} of memory of "
         f"{device.device_kind} {device.id}"
     )
+
+
+def tree_bytes(tree) -> int:
+    """Bytes of the arrays (or shapes and dtypes) of a pytree."""
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
 def format_bytes(n: int) -> str:
@@ -101,8 +107,7 @@ def check_rollout_fits(config: Config, network, spec: EnvSpec, n_envs: int, devi
     sizes, instead of NumPy's allocation failure at the first rollout.
     """
     device = device or jax.local_devices()[0]
-    template = state_template(config, network, spec)
-    state = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(template))
+    state = tree_bytes(state_template(config, network, spec))
     rollout = rollout_bytes(config, spec, n_envs)
     on_device = UPDATE_MEMORY_FACTOR * state + rollout
     checks = [("host", rollout, host_memory())]

@@ -153,15 +153,14 @@ def _report(run: setup.Run, interrupted: bool, signum: int | None) -> TrainResul
 def _report_failure(run: setup.Run) -> TrainResult:
     """Says which update went non-finite, or which write failed, and what is left to resume
     (process 0); returns the last state that was kept."""
-    saved = run.resume or run.last_save_step
+    saved, at = run.resume or run.last_save_step, f"at step {run.last_save_step:,}"
     if run.nonfinite is not None:
-        kept = f"the last checkpoint, at step {run.last_save_step:,}, is finite" if saved else ""
-        line = f"{run.nonfinite}; stopped without saving it ({kept or 'no checkpoint was saved'})"
+        kept = f"the last checkpoint, {at}, is finite" if saved else "no checkpoint was saved"
+        line = f"{run.nonfinite}; stopped without saving it ({kept})"
         how = "docs/faults.md says how to investigate"
     else:
-        kept = f"its last checkpoint, at step {run.last_save_step:,}, is intact" if saved else ""
-        line = f"{run.write_error}; the run stopped at step {run.steps:,}"
-        line += f" ({kept or 'no checkpoint was saved'})"
+        kept = f"its last checkpoint, {at}, is intact" if saved else "no checkpoint was saved"
+        line = f"{run.write_error}; the run stopped at step {run.steps:,} ({kept})"
         how = "make room, then resume it with --resume" if saved else "make room"
     if run.dp.is_main:
         print(f"paac: error: {line}; {how}; outputs in {run.run_dir}", file=sys.stderr, flush=True)

@@ -269,7 +269,7 @@ class _Recording:
 
     def add(self, env, score: float) -> None:
         frame = env.render(env_ids=[0])[0]
-        if self.frames == 0 and self._writer.frames == 0 and not self._fits(frame):
+        if self._writer.frames == 0 and not self._fits(frame):
             return
         try:
             self._writer.add(_burn_in(frame, f"score {score:g}"))
