@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from paac.core.tasks import known_env_ids
+from paac.core.tasks import gymnasium_problem, is_gymnasium, known_env_ids
 
 ALGOS = ("a2c", "nstep_q", "q", "sarsa")
 """Actor-critic (PAAC) and the value-based methods of Mnih et al. 2016."""
@@ -23,6 +23,8 @@ MODES = ("sync", "a3c", "ga3c")
 """sync: PAAC's averaged fresh gradient; a3c: delayed, unaveraged worker gradients; ga3c:
 acting with a lagged policy (see :mod:`paac.algorithms.asynchronous`)."""
 STALENESS = ("round_robin", "uniform", "fixed")
+VECTORIZATIONS = ("sync", "async")
+"""How Gymnasium environments are stepped: in this process, or a subprocess each."""
 
 
 class ConfigError(Exception):
@@ -65,7 +67,10 @@ class Config:
     """
 
     env: str = "Pong-v5"
-    """EnvPool task id, e.g. Pong-v5, Breakout-v5, CartPole-v1, Acrobot-v1."""
+    """EnvPool task id (Pong-v5, CartPole-v1, ...), or gymnasium:ID for a Gymnasium one
+    (gymnasium:CartPole-v1, gymnasium:my_pkg.envs:Maze-v0)."""
+    preset: str | None = None
+    """A task's preset of settings (experiments/control.py picks --env's); flags override it."""
     algo: str = "a2c"
     """a2c (PAAC) | nstep_q | q (one-step Q) | sarsa (one-step Sarsa), Mnih et al. 2016."""
     n_envs: int = 32
@@ -111,6 +116,14 @@ class Config:
     """Atari training only: clip rewards to [-1, 1] (scores stay raw)."""
     num_threads: int = 0
     """EnvPool worker threads; 0 lets EnvPool choose (one per core); at most n_envs start."""
+    vectorization: str = "sync"
+    """Gymnasium tasks: sync (stepped in turn in this process) | async (a subprocess each)."""
+    normalize_obs: bool = False
+    """Normalise observations by their running mean and variance, then clip to +-norm-clip."""
+    normalize_reward: bool = False
+    """Divide rewards by the running std of the discounted return, then clip to +-norm-clip."""
+    norm_clip: float = 10.0
+    """Clip of normalised observations and scaled rewards (VecNormalize's 10)."""
     out_dir: str = "checkpoints"
     """Root of the outputs; a run writes to <out-dir>/<env>/<run-name>/."""
     run_name: str | None = None
@@ -242,6 +255,13 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rms_decay": (_number(0, 1, hi_open=True), "must be in [0, 1)"),
     "rms_eps": (_number(0, lo_open=True), "must be a finite number > 0"),
     "num_threads": (_int_at_least(0), "must be an integer >= 0 (0: EnvPool chooses)"),
+    "vectorization": (
+        lambda x: x in VECTORIZATIONS, f"must be one of {', '.join(VECTORIZATIONS)}"
+    ),
+    "norm_clip": (_number(0, lo_open=True), "must be a finite number > 0"),
+    "preset": (
+        _optional(lambda x: isinstance(x, str) and x != ""), "must be a preset name, or None"
+    ),
     "log_interval": (_int_at_least(1), "must be an integer >= 1"),
     "seed": (lambda x: _int_at_least(0)(x) and x < 2**31, "must be an integer in [0, 2**31)"),
     "out_dir": (lambda x: isinstance(x, str) and x != "", "must be a non-empty path"),
@@ -316,6 +336,17 @@ def _validate(c: Config) -> None:
             c.total_steps,
             f"must be at least n_envs * t_max = {c.batch_size} (one update) and below 2**31",
         )
+    if c.normalize_obs and c.arch in IMAGE_ARCHS:
+        raise _fail(
+            "normalize_obs",
+            True,
+            f"is for vector observations (--arch mlp); the {c.arch} torso scales frames by 1/255",
+        )
+    if is_gymnasium(c.env):
+        problem = gymnasium_problem(c.env)
+        if problem:
+            raise _fail("env", c.env, problem)
+        return
     known = known_env_ids()
     if c.env not in known:
         close = [e for e in known if e.lower().startswith(c.env.lower().split("-")[0][:4])][:5]

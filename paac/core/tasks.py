@@ -1,8 +1,14 @@
-"""EnvPool's task registry: which task ids exist, and which are Atari games."""
+"""The task registries: EnvPool's task ids (and which are Atari games), and Gymnasium's.
+
+A task id is EnvPool's (``CartPole-v1``, ``Pong-v5``) or, prefixed with ``gymnasium:``, one
+registered with Gymnasium (``gymnasium:CartPole-v1``, ``gymnasium:my_pkg.envs:Maze-v0``: the
+module is imported first, Gymnasium's own convention for user environments).
+"""
 
 from __future__ import annotations
 
 import functools
+import importlib
 
 ATARI_OPTIONS = (
     "episodic_life",
@@ -38,8 +44,56 @@ def is_atari(env_id: str) -> bool:
     False for a task whose spec cannot be built here (its creation then fails with the
     reason).
     """
+    if is_gymnasium(env_id):
+        return False
     try:
         fields = _envpool().make_spec(env_id).config._fields
     except Exception:  # e.g. Procgen without its Qt runtime
         return False
     return all(option in fields for option in ATARI_OPTIONS)
+
+
+GYMNASIUM = "gymnasium:"
+"""The prefix of a task id registered with Gymnasium rather than EnvPool."""
+
+
+def is_gymnasium(env_id: str) -> bool:
+    """Whether ``env_id`` names a Gymnasium environment (``gymnasium:ID``)."""
+    return env_id.startswith(GYMNASIUM)
+
+
+def gymnasium_id(env_id: str) -> str:
+    """The id Gymnasium is given: ``env_id`` without its ``gymnasium:`` prefix."""
+    return env_id.removeprefix(GYMNASIUM)
+
+
+@functools.cache
+def gymnasium_problem(env_id: str) -> str | None:
+    """Why ``gymnasium:ID`` cannot be made, in a phrase; None when Gymnasium registers it.
+
+    ``ID`` may be ``module:Env-v0``: the module is imported first (and must import
+    cleanly), then ``Env-v0`` must be in Gymnasium's registry.
+    """
+    # Deferred on purpose: only runs on Gymnasium tasks import Gymnasium's registry.
+    import gymnasium
+
+    name = gymnasium_id(env_id)
+    if not name:
+        return "names no Gymnasium id after 'gymnasium:' (e.g. gymnasium:CartPole-v1)"
+    module, _, env_name = name.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # a missing module, or one that fails as it is imported
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            return (
+                f"its module {module!r} cannot be imported ({type(e).__name__}: {reason})"
+                if reason
+                else f"its module {module!r} cannot be imported ({type(e).__name__})"
+            )
+    if env_name not in gymnasium.registry:
+        close = sorted(k for k in gymnasium.registry if k.lower().startswith(env_name[:4].lower()))
+        hint = f" (did you mean {', '.join(close[:5])}?)" if close else ""
+        where = f" after importing {module!r}" if module else ""
+        return f"{env_name!r} is not a registered Gymnasium id{where}{hint}"
+    return None
