@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import types
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -683,7 +684,11 @@ def test_format_1_checkpoint_restores_and_resumes(straight, tmp_path):
 
     from paac.algorithms.build import network_for, state_template
     from paac.core.types import EnvSpec
-    from paac.run.checkpoints import _LearnerStateV1
+
+    class LearnerStateV1(NamedTuple):  # format 1's learner state: no extra, no norm
+        params: Any
+        opt_state: Any
+        update_count: Any
 
     cfg = Config(**CARTPOLE)
     spec = EnvSpec((4,), np.dtype("float32"), 2, False)
@@ -693,7 +698,7 @@ def test_format_1_checkpoint_restores_and_resumes(straight, tmp_path):
 
     step = 4000  # written in format 1, then resumed to the end of the straight run
     new = restore(directory, step, template)
-    old = _LearnerStateV1(new.state.params, new.state.opt_state, new.state.update_count)
+    old = LearnerStateV1(new.state.params, new.state.opt_state, new.state.update_count)
     meta = dict(new.meta, format_version=1)
     run = tmp_path / "v1"
     (run / "checkpoints").mkdir(parents=True)

@@ -37,6 +37,7 @@ CARTPOLE = dict(
 SARSA = dict(
     CARTPOLE, algo="sarsa", total_steps=2000, target_interval=400, epsilon_anneal_steps=1000
 )
+NORMALISED = dict(CARTPOLE, normalize_obs=True, normalize_reward=True)
 TOL = dict(rtol=1e-5, atol=1e-6)
 
 
@@ -139,7 +140,7 @@ def two_device_results(out: str) -> None:
     """Run in the two-device subprocess: the runs to compare, and the errors, into ``out``."""
     assert jax.device_count() == 2
     results: dict = {}
-    for name, cfg in (("a2c", CARTPOLE), ("sarsa", SARSA)):
+    for name, cfg in (("a2c", CARTPOLE), ("sarsa", SARSA), ("norm", NORMALISED)):
         run = train(Config(**cfg, devices=2, out_dir=out, run_name=name), progress=False)
         results[name] = dict(run_dir=run.run_dir, episodes=run.episodes)
         results[name]["devices"] = len(jax.tree.leaves(run.state)[0].sharding.device_set)
@@ -206,6 +207,19 @@ def test_two_devices_train_as_one(two_devices, one_device, tmp_path):
     theirs = np.load(os.path.join(out, "sarsa.npz"))
     _assert_close([theirs[k] for k in theirs.files], _leaves(sarsa.state))
     assert results["sarsa"]["episodes"] == sarsa.episodes > 0
+
+
+@pytest.mark.slow
+def test_two_devices_normalise_as_one(two_devices, tmp_path):
+    """The normalisation statistics are gathered from all environments: two devices hold
+    the same statistics as one device, and the same parameters."""
+    out, results = two_devices
+    one = train(Config(**NORMALISED, out_dir=str(tmp_path), run_name="norm"), progress=False)
+    assert set(one.state.norm) == {"obs", "reward", "return"}
+    assert results["norm"]["devices"] == 2
+    theirs = np.load(os.path.join(out, "norm.npz"))
+    _assert_close([theirs[k] for k in theirs.files], _leaves(one.state))
+    _assert_same_rows(_rows(results["norm"]["run_dir"]), _rows(one.run_dir))
 
 
 @pytest.mark.slow

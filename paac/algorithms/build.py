@@ -16,6 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from paac.algorithms.a2c import make_a2c
 from paac.algorithms.asynchronous import make_a3c, make_ga3c
+from paac.algorithms.normalize import normalized
 from paac.algorithms.value import make_value_algorithm
 from paac.core.config import VALUE_ALGOS, Config
 from paac.core.types import Algorithm, EnvSpec, LearnerState
@@ -40,15 +41,18 @@ def make_algorithm(config: Config, network, spec: EnvSpec) -> Algorithm:
       spec: the environment's spec.
 
     Returns:
-      The algorithm's pure ``init``, ``act``, ``update`` and ``policy`` functions.
+      The algorithm's pure ``init``, ``act``, ``update`` and ``policy`` functions, with
+      ``config``'s observation and reward normalisation (:mod:`paac.algorithms.normalize`).
     """
     if config.algo in VALUE_ALGOS:
-        return make_value_algorithm(config, network, spec)
-    if config.mode == "a3c":
-        return make_a3c(config, network, spec)
-    if config.mode == "ga3c":
-        return make_ga3c(config, network, spec)
-    return make_a2c(config, network, spec)
+        algorithm = make_value_algorithm(config, network, spec)
+    elif config.mode == "a3c":
+        algorithm = make_a3c(config, network, spec)
+    elif config.mode == "ga3c":
+        algorithm = make_ga3c(config, network, spec)
+    else:
+        algorithm = make_a2c(config, network, spec)
+    return normalized(algorithm, config, spec)
 
 
 def init_state(config: Config, network, spec: EnvSpec, key: chex.PRNGKey) -> LearnerState:

@@ -255,12 +255,11 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rms_decay": (_number(0, 1, hi_open=True), "must be in [0, 1)"),
     "rms_eps": (_number(0, lo_open=True), "must be a finite number > 0"),
     "num_threads": (_int_at_least(0), "must be an integer >= 0 (0: EnvPool chooses)"),
-    "vectorization": (
-        lambda x: x in VECTORIZATIONS, f"must be one of {', '.join(VECTORIZATIONS)}"
-    ),
+    "vectorization": (lambda x: x in VECTORIZATIONS, f"must be one of {', '.join(VECTORIZATIONS)}"),
     "norm_clip": (_number(0, lo_open=True), "must be a finite number > 0"),
     "preset": (
-        _optional(lambda x: isinstance(x, str) and x != ""), "must be a preset name, or None"
+        _optional(lambda x: isinstance(x, str) and x != ""),
+        "must be a preset name, or None",
     ),
     "log_interval": (_int_at_least(1), "must be an integer >= 1"),
     "seed": (lambda x: _int_at_least(0)(x) and x < 2**31, "must be an integer in [0, 2**31)"),

@@ -32,6 +32,7 @@ class LearnerState(NamedTuple):
     opt_state: optax.OptState
     update_count: chex.Array  # int32 scalar: updates applied so far
     extra: dict = {}  # per-algorithm state: {} for a2c; target network and epsilons for Q
+    norm: dict = {}  # normalisation statistics (paac.algorithms.normalize); {} without
 
 
 class Batch(NamedTuple):

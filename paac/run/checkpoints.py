@@ -45,6 +45,7 @@ TMP_SUFFIX = ".orbax-checkpoint-tmp"
 RESUME_MUTABLE_FIELDS = frozenset(
     {
         "num_threads",
+        "vectorization",
         "log_interval",
         "checkpoint_interval",
         "keep",
@@ -66,12 +67,6 @@ RESUME_MUTABLE_FIELDS = frozenset(
 
 class CheckpointError(ConfigError):
     """A checkpoint is missing, unreadable or does not fit; the message says which and why."""
-
-
-class _LearnerStateV1(NamedTuple):
-    params: Any
-    opt_state: Any
-    update_count: Any
 
 
 class Restored(NamedTuple):
@@ -440,8 +435,8 @@ def restore(
 
     Every array is placed with ``sharding`` (default: on this process's first device; a
     replicated ``NamedSharding`` for a mesh), whatever devices the checkpoint was saved
-    from. A checkpoint of format 1 (saved before ``LearnerState.extra``) is restored with
-    ``extra = {}``.
+    from. A checkpoint saved before ``LearnerState.extra`` or ``LearnerState.norm`` existed
+    is restored with ``{}`` for them.
 
     Args:
       directory: the ``checkpoints`` directory (:func:`locate`, :func:`read_meta`).
@@ -459,14 +454,20 @@ def restore(
     where = os.path.join(directory, str(step))
     saved = _saved_learner(where)
     _check_fits(saved["params"], template.params, where)
-    # Saved before LearnerState.extra existed (format 1, a2c, whose extra is {}): told by
-    # the saved tree itself, not the version number.
-    without_extra = "extra" not in saved
-    learner_template = template
-    if without_extra:
-        learner_template = _LearnerStateV1(
-            template.params, template.opt_state, template.update_count
-        )
+    # Fields added to LearnerState since a checkpoint was saved (extra, then norm) are
+    # restored as {}, told by the saved tree itself, not the version number; a field that
+    # the template needs filled is then a mismatch of runs.
+    fields = type(template)._fields
+    missing = [f for f in fields if f not in saved]
+    for field in missing:
+        if jax.tree.leaves(getattr(template, field)):
+            raise CheckpointError(
+                f"checkpoint {where!r} does not fit this run: it holds no {field!r} state "
+                "(it was saved by a run without it)"
+            )
+    if "norm" in saved:
+        _check_norm(saved["norm"], template.norm, where)
+    learner_template = {f: getattr(template, f) for f in fields if f in saved}
     target = _placed(
         {"learner": learner_template, "act_key": jax.ShapeDtypeStruct((2,), np.uint32)},
         sharding,
@@ -482,10 +483,23 @@ def restore(
     except Exception as e:
         raise _unreadable(where, e) from None
     item = restored["state"]
-    learner = item["learner"]
-    if without_extra:
-        learner = type(template)(learner.params, learner.opt_state, learner.update_count, {})
+    learner = type(template)(**{f: {} for f in missing}, **item["learner"])
     return Restored(learner, item["act_key"], dict(restored["meta"]))
+
+
+def _check_norm(saved, template, where: str) -> None:
+    """The normalisation statistics saved must be those the run keeps (names both)."""
+
+    def names(norm) -> str:
+        kept = [k for k in ("obs", "reward") if k in norm]
+        return " and ".join(kept) if kept else "none"
+
+    if set(saved) != set(template):
+        raise CheckpointError(
+            f"checkpoint {where!r} does not fit this run: it holds normalisation statistics "
+            f"of {names(saved)}, and this run normalises {names(template)} "
+            "(--normalize-obs, --normalize-reward)"
+        )
 
 
 def _check_fits(tree, template, where: str) -> None:

@@ -237,6 +237,8 @@ class Run:
         """
         if self.steps > self.last_log_step:
             self.log_row()  # a resumed run continues from a complete row
+        if self.config.exact_resume:  # saved as the new segment starts: fresh episodes
+            self.state = start_episodes(self.state, self.dp)
         with self.stop.deferred():
             self.save()
         if self.config.exact_resume:
@@ -255,6 +257,18 @@ class Run:
             self.writer.close()
         self.checkpointer.close()
         self.env.close()
+
+
+def start_episodes(state: LearnerState, dp: DataParallel) -> LearnerState:
+    """``state`` for environments that start fresh episodes: no running return carried.
+
+    Reward normalisation keeps each environment's discounted return so far
+    (``norm["return"]``); environments restarted (a new segment, a resume) begin at 0.
+    """
+    if "return" not in state.norm:
+        return state
+    zeros = np.zeros(state.norm["return"].shape, np.float32)
+    return state._replace(norm={**state.norm, "return": dp.replicate(zeros)})
 
 
 def _mean_metrics(pending: list[dict]) -> dict[str, float]:
@@ -278,7 +292,7 @@ def build(s: Start, stop: StopSignals, progress: bool) -> Run:
         if resume:
             template = state_template(config, network, s.spec)
             restored = restore(resume.directory, resume.step, template, dp.replicated)
-            state, act_key = restored.state, restored.act_key
+            state, act_key = start_episodes(restored.state, dp), restored.act_key
         else:
             init_key, act_key = jax.random.split(jax.random.PRNGKey(config.seed))
             state = dp.replicate(init_state(config, network, s.spec, init_key))

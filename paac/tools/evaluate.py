@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from paac.algorithms.build import make_algorithm, network_for, state_template
+from paac.algorithms.normalize import frozen_policy
 from paac.core.config import VALUE_ALGOS, ConfigError
 from paac.core.tasks import is_atari
 from paac.run.checkpoints import config_from_meta, read_meta, restore, run_dir_of
@@ -201,9 +202,12 @@ def evaluate(
         spec = env_spec(env, config.env)
         check_arch(config, spec)
         network = network_for(config, spec)
-        params = restore(directory, step, state_template(config, network, spec)).state.params
+        state = restore(directory, step, state_template(config, network, spec)).state
+        params = state.params
         greedy = greedy or config.algo in VALUE_ALGOS  # value-based agents are played greedily
-        act = jax.jit(make_algorithm(config, network, spec).policy(greedy))
+        policy = make_algorithm(config, network, spec).policy(greedy)
+        # Observations normalised with the statistics saved with the parameters (frozen).
+        act = jax.jit(frozen_policy(policy, state.norm, config.norm_clip))
         if video is not None and fps is None:
             fps = video_fps(config.env, env.config.get("frame_skip"))
         result = _play(env, act, params, episodes, n, seed, video, fps)
