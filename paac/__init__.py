@@ -11,7 +11,9 @@ Numerics (``paac.ops``)
   ``nstep_returns``, ``gae``: n-step returns and GAE(lambda) of one trajectory ``[T]``;
   ``batched_nstep_returns``, ``batched_gae``: the same over ``[T, N]``; ``valid_mask``:
   0 on EnvPool's reset steps. ``a2c_loss``, ``A2CLossTerms``: the masked-mean A2C loss
-  and its terms; ``masked_mean``, ``explained_variance``.
+  and its terms; ``masked_mean``, ``explained_variance``. ``RunningMoments``,
+  ``update_moments``, ``normalize``, ``discounted_returns``: running statistics for
+  normalisation.
 
 Networks (``paac.nets``)
   ``make_network``, ``make_torso``: nips, nature or mlp torsos with heads;
@@ -25,7 +27,8 @@ Algorithms (``paac.algorithms``)
   RMSProp with PAAC's linear anneal. ``make_a3c``, ``make_ga3c``, ``ParamRing``,
   ``ring_init``, ``ring_push``, ``ring_get``, ``ring_gather``: the async emulations and
   their ring of parameter versions. ``make_value_algorithm``, ``q_targets``, ``epsilon``,
-  ``draw_final_epsilons``: n-step Q, one-step Q and one-step Sarsa.
+  ``draw_final_epsilons``: n-step Q, one-step Q and one-step Sarsa. ``normalized``:
+  observation and reward normalisation around any algorithm.
 
 The running system (``paac.run``)
   ``train``, ``TrainResult``: the whole training loop. ``collect_rollout``,
@@ -53,11 +56,13 @@ from paac.algorithms.asynchronous import (
 )
 from paac.algorithms.build import init_state, make_algorithm, network_for, state_template
 from paac.algorithms.common import make_act, make_greedy_act, make_lr_schedule, make_optimizer
+from paac.algorithms.normalize import normalized
 from paac.algorithms.value import draw_final_epsilons, epsilon, make_value_algorithm, q_targets
 from paac.core.config import Config, ConfigError
 from paac.core.types import Algorithm, Batch, EnvSpec, LearnerState
 from paac.nets.networks import ActorCritic, QNetwork, make_network, make_torso
 from paac.ops.losses import A2CLossTerms, a2c_loss, explained_variance, masked_mean
+from paac.ops.normalize import RunningMoments, discounted_returns, normalize, update_moments
 from paac.ops.returns import batched_gae, batched_nstep_returns, gae, nstep_returns, valid_mask
 from paac.run.checkpoints import Checkpointer, CheckpointError, read_meta
 from paac.run.distributed import DataParallel, make_mesh
@@ -89,6 +94,10 @@ __all__ = [
     "A2CLossTerms",
     "masked_mean",
     "explained_variance",
+    "RunningMoments",
+    "update_moments",
+    "normalize",
+    "discounted_returns",
     # nets
     "make_network",
     "make_torso",
@@ -117,6 +126,7 @@ __all__ = [
     "q_targets",
     "epsilon",
     "draw_final_epsilons",
+    "normalized",
     # run
     "train",
     "TrainResult",
