@@ -23,6 +23,7 @@ from paac.algorithms.build import make_algorithm, network_for, state_template
 from paac.algorithms.normalize import frozen_policy
 from paac.core.config import VALUE_ALGOS, ConfigError
 from paac.core.tasks import is_atari
+from paac.run.agents import check_agent_spec, is_agent_dir, load_agent
 from paac.run.checkpoints import config_from_meta, read_meta, restore, run_dir_of
 from paac.run.envs import check_arch, env_spec, make_env
 from paac.run.memory import format_bytes, host_memory
@@ -152,18 +153,19 @@ def evaluate(
 ) -> dict[str, Any]:
     """Plays ``episodes`` whole games with the policy of the checkpoint at ``path``.
 
-    ``path`` is a run directory (its latest checkpoint) or a ``checkpoints/<step>``
-    directory. Games run on ``num_envs`` environments (default ``min(episodes, 16)``),
-    each playing a fixed quota, so short games are not favoured. With ``video`` the
-    first game of environment 0 is recorded at the game's native resolution with the
-    running score burned in, at ``fps`` frames per second (default: real time for Atari,
-    see :func:`video_fps`, else 30). Returns the statistics, also written as
+    ``path`` is a run directory (its latest checkpoint), a ``checkpoints/<step>``
+    directory, or an agent folder (:func:`paac.run.agents.export_agent`; no statistics
+    file is written into it). Games run on ``num_envs`` environments (default
+    ``min(episodes, 16)``), each playing a fixed quota, so short games are not favoured.
+    With ``video`` the first game of environment 0 is recorded at the game's native
+    resolution with the running score burned in, at ``fps`` frames per second (default:
+    real time for Atari, see :func:`video_fps`, else 30). Returns the statistics, also written as
     ``<run_dir>/eval-<step>.json``. An output that cannot be written (a read-only run
     directory, a full disk) loses nothing else: the statistics are returned with the reason
     in ``stats["problems"]``.
 
     Args:
-      path: a run directory or a ``checkpoints/<step>`` directory.
+      path: a run directory, a ``checkpoints/<step>`` directory or an agent folder.
       episodes: how many whole games to play, at least 1.
       greedy: take the most probable action instead of sampling (value-based agents are
         always played greedily).
@@ -188,9 +190,13 @@ def evaluate(
     if video is not None:
         _check_video_path(video)
     _check_fps(fps)
-    meta, directory, step = read_meta(path)
-    where = os.path.join(directory, str(step))
-    config = config_from_meta(meta, where)
+    agent = load_agent(path) if is_agent_dir(path) else None  # an exported agent folder
+    if agent is None:
+        meta, directory, step = read_meta(path)
+        where = os.path.join(directory, str(step))
+        config = config_from_meta(meta, where)
+    else:
+        config, step, where = agent.config, agent.step, os.path.abspath(path)
     n = min(num_envs or 16, episodes)
     if seed is None:  # a stream the training run did not use
         seed = (config.seed + 1_000_003) % 2**31
@@ -202,12 +208,16 @@ def evaluate(
         spec = env_spec(env, config.env)
         check_arch(config, spec)
         network = network_for(config, spec)
-        state = restore(directory, step, state_template(config, network, spec)).state
-        params = state.params
+        if agent is None:
+            state = restore(directory, step, state_template(config, network, spec)).state
+            params, norm = state.params, state.norm
+        else:
+            check_agent_spec(agent, spec, path)
+            params, norm = agent.params, agent.norm
         greedy = greedy or config.algo in VALUE_ALGOS  # value-based agents are played greedily
         policy = make_algorithm(config, network, spec).policy(greedy)
         # Observations normalised with the statistics saved with the parameters (frozen).
-        act = jax.jit(frozen_policy(policy, state.norm, config.norm_clip))
+        act = jax.jit(frozen_policy(policy, norm, config.norm_clip))
         if video is not None and fps is None:
             fps = video_fps(config.env, env.config.get("frame_skip"))
         result = _play(env, act, params, episodes, n, seed, video, fps)
@@ -240,7 +250,7 @@ def evaluate(
         "video_fps": fps if video else None,
         "video_game": recording.game if video else None,  # (score, steps) of the recorded game
     }
-    if write_json:
+    if write_json and agent is None:  # an agent folder (perhaps in a clone) is left as it is
         out = os.path.join(run_dir_of(directory), f"eval-{step}.json")
         try:
             write_atomic(out, json.dumps(stats, indent=2))
