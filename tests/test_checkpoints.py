@@ -934,3 +934,22 @@ def test_a_checkpoint_of_the_flat_package_evaluates_and_resumes_exactly(straight
     for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
     assert_same_logs(run, straight.run_dir)
+
+
+@pytest.mark.slow
+def test_stop_at_keeps_the_schedule_and_resumes_to_the_straight_run(straight, tmp_path, capsys):
+    """--stop-at ends a run early on the whole run's learning-rate schedule; resumed without
+    it, the run goes on to the end and equals the run that never stopped."""
+    cfg = dict(CARTPOLE, out_dir=str(tmp_path))
+    early = train(Config(**cfg, run_name="early", stop_at=3990), progress=False)
+    assert early.steps == 4000  # the update that crosses 3,990
+    lr = float(_rows(early.run_dir)[-1]["lr"])
+    assert lr == float([r for r in _rows(straight.run_dir) if r["step"] == "4000"][0]["lr"])
+    assert lr > 0.004  # halfway down the 8,000-step anneal of 0.01, not at its end
+    again = train(Config(**cfg, run_name="early", stop_at=3990, resume=early.run_dir))
+    assert again.steps == 4000 and "already finished at step 4,000" in capsys.readouterr().err
+    resumed = train(Config(**cfg, resume=early.run_dir), progress=False)
+    assert resumed.steps == 8000
+    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    assert_same_logs(early.run_dir, straight.run_dir)

@@ -79,6 +79,9 @@ class Config:
     """Steps per environment in each rollout; one update per n_e x t_max batch."""
     total_steps: int = 80_000_000
     """Environment (agent) steps to train for; each Atari step is 4 frames."""
+    stop_at: int | None = None
+    """Stop at this step (with a checkpoint), before total-steps; the learning-rate schedule
+    still spans total-steps. None: train to total-steps."""
     seed: int = 0
     """Seed of the environments and of the network and action sampling."""
     arch: str = "nips"
@@ -185,6 +188,14 @@ class Config:
         return self.total_steps // self.batch_size
 
     @property
+    def last_update(self) -> int:
+        """The update the run stops after: ``num_updates``, or the first at or past
+        ``stop_at``."""
+        if self.stop_at is None:
+            return self.num_updates
+        return min(self.num_updates, -(-self.stop_at // self.batch_size))
+
+    @property
     def num_workers(self) -> int:
         """a3c's workers W (n_envs when ``workers`` is None); 1 in the other modes."""
         if self.mode != "a3c":
@@ -262,6 +273,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "must be a preset name, or None",
     ),
     "log_interval": (_int_at_least(1), "must be an integer >= 1"),
+    "stop_at": (_optional(_int_at_least(1)), "must be an integer >= 1, or None"),
     "seed": (lambda x: _int_at_least(0)(x) and x < 2**31, "must be an integer in [0, 2**31)"),
     "out_dir": (lambda x: isinstance(x, str) and x != "", "must be a non-empty path"),
     "run_name": (

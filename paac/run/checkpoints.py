@@ -50,6 +50,7 @@ RESUME_MUTABLE_FIELDS = frozenset(
         "checkpoint_interval",
         "keep",
         "target_score",
+        "stop_at",
         "resume",
         "exact_resume",
         "out_dir",

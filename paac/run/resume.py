@@ -95,7 +95,7 @@ def prepare_resume(config: Config, dp: DataParallel) -> Resume | None:
         )
     saved = config_from_meta(meta, where)
     check_resume_config(saved, config, config.resume)
-    if dp.is_main and int(meta["update"]) < config.num_updates:
+    if dp.is_main and int(meta["update"]) < config.last_update:
         warn_moved_segments(saved, config)
     run_dir = run_dir_of(directory)
     dp.agree(lambda: check_writable(run_dir, "resume", config.resume) or "")

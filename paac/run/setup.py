@@ -51,7 +51,7 @@ class Start(NamedTuple):
     @property
     def finished(self) -> bool:
         """A resume of a run that already reached its last update."""
-        return self.resume is not None and self.start_update >= self.config.num_updates
+        return self.resume is not None and self.start_update >= self.config.last_update
 
 
 def start(config: Config, stop: StopSignals) -> Start:
@@ -321,7 +321,7 @@ def build(s: Start, stop: StopSignals, progress: bool) -> Run:
     bar = None
     if progress and main:
         bar = tqdm(
-            total=config.num_updates * config.batch_size,
+            total=config.last_update * config.batch_size,
             initial=steps,
             unit="step",
             unit_scale=True,

@@ -70,7 +70,7 @@ def _loop(run: setup.Run) -> TrainResult:
     signum: int | None = None  # the stop signal, agreed by all processes
     stop.started()  # a signal now stops the loop after its update (and saves)
     try:
-        for u in range(run.start_update, config.num_updates):
+        for u in range(run.start_update, config.last_update):
             batch, run.carry = collect_rollout(
                 run.env, run.act, run.state, run.carry, run.local_steps, config.t_max,
                 run.algorithm.lookahead,
@@ -88,7 +88,7 @@ def _loop(run: setup.Run) -> TrainResult:
                 run.nonfinite is not None
                 or run.reached_target
                 or signum is not None
-                or u + 1 == config.num_updates
+                or u + 1 == config.last_update
             )
             if run.log_due or last:
                 run.log_row()

@@ -240,7 +240,7 @@ def _status(run_dir: str, config: Config) -> str:
         and summary.episodes >= SCORE_WINDOW
         and summary.final_score >= config.target_score
     )
-    if summary.steps >= config.num_updates * config.batch_size or reached:
+    if summary.steps >= config.last_update * config.batch_size or reached:
         return "finished"
     if holds_checkpoint(os.path.join(run_dir, CHECKPOINT_SUBDIR)):
         return "unfinished"
