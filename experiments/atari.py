@@ -5,8 +5,8 @@ python experiments/atari.py --env Pong-v5
 
 import sys
 
-from paac.core.config import Config
 from paac.tools.cli import main
+from paac.tools.presets import ATARI
 
 if __name__ == "__main__":
-    sys.exit(main(Config(), description=__doc__))
+    sys.exit(main(ATARI, description=__doc__, presets=True))

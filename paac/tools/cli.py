@@ -22,17 +22,31 @@ from paac.run.checkpoints import (
 from paac.run.distributed import initialize
 from paac.run.signals import Terminated, caught, raising
 from paac.run.train import train
+from paac.tools.presets import PRESETS, defaults_for, preset_config
 
 
 def parse_config(
-    default: Config, args: Sequence[str] | None = None, description: str = ""
+    default: Config,
+    args: Sequence[str] | None = None,
+    description: str = "",
+    presets: bool = False,
 ) -> Config:
-    """Parses the command line over ``default``; exits 2 with one line on an impossible value."""
+    """Parses the command line over ``default``; exits 2 with one line on an impossible value.
+
+    With ``presets``, the command line is parsed over a preset instead (flags override it,
+    and ``--help`` shows its values): the one ``--preset`` names, else the task's
+    (:func:`paac.tools.presets.preset_of`), the task being ``--env`` or ``default.env``.
+    With ``--resume`` the saved run's config is the default either way.
+    """
     try:
         default, run_dir = _resume_default(default, args)
+        if presets and run_dir is None:
+            default = _preset_default(default, args)
+            description = f"{description.rstrip()}\n\n{_preset_line(default)}".strip()
         config = tyro.cli(Config, default=default, args=args, description=description or None)
         if config.resume is not None and run_dir is not None:
             _check_location(config, default, run_dir)
+            _check_preset(config, default)
         return config
     except ConfigError as e:
         print(f"paac: error: {e}", file=sys.stderr)
@@ -51,6 +65,40 @@ def _check_location(config: Config, default: Config, run_dir: str) -> None:
                 f"goes on in its own directory {run_dir!r} (copy the run directory to go on "
                 "elsewhere)"
             )
+
+
+def _preset_default(default: Config, args: Sequence[str] | None) -> Config:
+    """The preset ``--preset`` names (for ``--env``), else ``--env``'s; ``--env`` or
+    ``default.env`` is the task."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    pre.add_argument("--env")
+    pre.add_argument("--preset")
+    try:
+        known, _ = pre.parse_known_args(args)
+    except argparse.ArgumentError:  # a flag without its value: tyro names it
+        return default
+    env = known.env or default.env
+    if known.preset and known.preset != "None":
+        return preset_config(known.preset, env if known.env else None)
+    return defaults_for(env)
+
+
+def _preset_line(config: Config) -> str:
+    """What ``--help`` says of the preset its defaults come from."""
+    return (
+        f"Defaults: preset {config.preset!r} for {config.env} (--preset NAME picks another: "
+        f"{', '.join(PRESETS)}); flags override it."
+    )
+
+
+def _check_preset(config: Config, default: Config) -> None:
+    """``--preset`` given with ``--resume`` must be the run's own."""
+    if config.preset != default.preset:
+        raise ConfigError(
+            f"{flag('preset')}={config.preset!r} is invalid with --resume: the run goes on "
+            f"with the settings it started with (preset {default.preset!r}); override flags "
+            "one by one"
+        )
 
 
 def _resume_default(default: Config, args: Sequence[str] | None) -> tuple[Config, str | None]:
@@ -119,12 +167,18 @@ def join_processes(default: Config, args: Sequence[str] | None = None) -> bool:
     return initialize(**values)
 
 
-def main(default: Config, args: Sequence[str] | None = None, description: str = "") -> int:
+def main(
+    default: Config,
+    args: Sequence[str] | None = None,
+    description: str = "",
+    presets: bool = False,
+) -> int:
     """Trains the run the command line asks for, over ``default``; returns the exit status.
 
-    0 when training ends, 2 (after one line on stderr) for an impossible value,
-    ``128 + signum`` when SIGINT or SIGTERM stopped the start-up or the training. A value
-    refused while the command line is parsed exits with 2 itself (SystemExit).
+    With ``presets``, over the task's preset instead (:func:`parse_config`). 0 when
+    training ends, 2 (after one line on stderr) for an impossible value, ``128 + signum``
+    when SIGINT or SIGTERM stopped the start-up or the training. A value refused while the
+    command line is parsed exits with 2 itself (SystemExit).
     """
     enable_ynn()  # before JAX starts its backends (reading a --resume checkpoint starts them)
     try:
@@ -139,15 +193,15 @@ def main(default: Config, args: Sequence[str] | None = None, description: str = 
     # start-up with a line saying so.
     try:
         with raising():
-            return _main(default, args, description)
+            return _main(default, args, description, presets)
     except (KeyboardInterrupt, Terminated) as e:  # before training started (or a 2nd Ctrl-C)
         what = "terminated" if isinstance(e, Terminated) else "interrupted"
         print(f"paac: {what} before any checkpoint of this start", file=sys.stderr)
         return 128 + caught(e)
 
 
-def _main(default: Config, args: Sequence[str] | None, description: str) -> int:
-    config = parse_config(default, args, description)
+def _main(default: Config, args: Sequence[str] | None, description: str, presets: bool) -> int:
+    config = parse_config(default, args, description, presets)
     try:
         result = train(config)
     except ConfigError as e:

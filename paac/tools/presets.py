@@ -1,11 +1,19 @@
-"""Default configurations of the experiment scripts, importable by research code."""
+"""Default configurations of the experiment scripts and each task's preset, importable.
+
+A preset is a named :class:`~paac.core.config.Config` the command line parses over (flags
+override it), kept per task as rl-zoo keeps its hyperparameter files. ``atari`` is PAAC's
+published Atari settings, ``control`` the classic-control defaults; a task preset is named
+after its task and gives only what differs from ``control``. The measurements behind the
+table are in docs/presets.md.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
-from paac.core.config import Config
-from paac.core.tasks import is_atari, known_env_ids
+from paac.core.config import IMAGE_ARCHS, Config, ConfigError, flag
+from paac.core.tasks import gymnasium_id, is_atari, is_gymnasium
 
 ATARI = Config()
 """PAAC's published Atari settings (``experiments/atari.py``)."""
@@ -26,9 +34,71 @@ CONTROL = Config(
 )
 """Classic control with an MLP torso (``experiments/control.py``); solves CartPole-v1."""
 
+TASK_PRESETS: dict[str, dict[str, Any]] = {
+    "CartPole-v1": {},
+    "Acrobot-v1": {},
+    "MountainCar-v0": {"total_steps": 1_000_000, "log_interval": 10_000},
+    "LunarLander-v3": {"total_steps": 1_000_000, "log_interval": 10_000},
+}
+"""Each task's settings over :data:`CONTROL`, the preset named after its task."""
+
+SHARED_PRESETS: dict[str, str] = {"CartPole-v0": "CartPole-v1", "LunarLander-v2": "LunarLander-v3"}
+"""Tasks that take another version's preset: task -> preset name."""
+
+
+def _presets() -> dict[str, Config]:
+    table = {"atari": ATARI, "control": CONTROL}
+    for task, values in TASK_PRESETS.items():
+        table[task] = dataclasses.replace(CONTROL, env=task, **values)
+    return {name: dataclasses.replace(c, preset=name) for name, c in table.items()}
+
+
+PRESETS: dict[str, Config] = _presets()
+"""Every preset by name, its ``preset`` field set to that name; flags override them."""
+
+
+def preset_of(env_id: str) -> str:
+    """The name of ``env_id``'s preset: its task's, else ``atari`` or ``control``.
+
+    A ``gymnasium:ID`` task takes the preset of the EnvPool task of the same id.
+    """
+    task = gymnasium_id(env_id)
+    task = SHARED_PRESETS.get(task, task)
+    if task in TASK_PRESETS:
+        return task
+    return "atari" if is_atari(env_id) else "control"
+
+
+def preset_config(name: str, env_id: str | None = None) -> Config:
+    """Preset ``name`` for ``env_id`` (by default the preset's own task).
+
+    Raises:
+      ConfigError: (one line) ``name`` is no preset, or the preset's torso does not fit
+        the task (an MLP preset on an Atari game, a CNN preset on vector observations).
+    """
+    if name not in PRESETS:
+        raise ConfigError(
+            f"{flag('preset')}={name!r} is invalid: must be one of {', '.join(PRESETS)}"
+        )
+    config = PRESETS[name]
+    if env_id is None or env_id == config.env:
+        return config
+    config = dataclasses.replace(config, env=env_id)  # an impossible --env is named here
+    if not is_gymnasium(env_id):  # a Gymnasium task's observations are known once it is made
+        image = config.arch in IMAGE_ARCHS
+        if image != is_atari(env_id):
+            what = "Atari frames" if image else "vector observations"
+            fits = preset_of(env_id)
+            raise ConfigError(
+                f"{flag('preset')}={name!r} is invalid for {flag('env')}={env_id}: it is for "
+                f"{what} (--arch {config.arch}); {env_id}'s preset is {fits!r}"
+            )
+    return config
+
 
 def defaults_for(env_id: str) -> Config:
-    """:data:`ATARI` with ``env_id`` for an Atari game, else :data:`CONTROL` with it."""
-    if env_id not in known_env_ids():
-        return CONTROL  # parsing the command line then names the bad --env
-    return dataclasses.replace(ATARI if is_atari(env_id) else CONTROL, env=env_id)
+    """The preset of ``env_id`` (:func:`preset_of`) with ``env_id`` as its task."""
+    try:
+        return preset_config(preset_of(env_id), env_id)
+    except ConfigError:  # an impossible env_id: parsing the command line then names it
+        return PRESETS["control"]
