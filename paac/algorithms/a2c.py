@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import optax
 
 from paac.algorithms.common import (
-    dummy_obs,
+    init_params,
+    is_recurrent,
     make_act,
     make_greedy_act,
     make_lr_schedule,
@@ -34,20 +35,49 @@ from paac.ops.returns import batched_gae, batched_nstep_returns
 def make_a2c(config: Config, network, spec: EnvSpec) -> Algorithm:
     """PAAC's advantage actor-critic as an :class:`Algorithm`."""
     optimizer = make_optimizer(config)
-    dummy = dummy_obs(spec)
     sample = make_act(network)
 
     def init(key):
-        params = network.init(key, dummy)
+        params = init_params(network, spec, key)
         return LearnerState(params, optimizer.init(params), jnp.zeros((), jnp.int32), {})
 
-    def act(state, obs, key):
-        return sample(state.params, obs, key)
+    def act(state, obs, key, *memory):
+        return sample(state.params, obs, key, *memory)
 
     def policy(greedy: bool):
         return make_greedy_act(network) if greedy else make_act(network)
 
-    return Algorithm(init, act, make_update(config, network), policy)
+    memory = network.initial_memory if is_recurrent(network) else None
+    return Algorithm(init, act, make_update(config, network), policy, memory=memory)
+
+
+def make_forward(network) -> Callable:
+    """``forward(params, batch) -> (logits [T, N, A], values [T, N], v_boot [N])``.
+
+    ``v_boot`` is ``V(bootstrap_obs)``. A recurrent network is run through the rollout from
+    the memory it started with, zeroed at the episode starts (``batch.start``) as while
+    acting, and ``v_boot`` from the memory after the last step: truncated backpropagation
+    through time over ``t_max`` steps.
+    """
+    if is_recurrent(network):
+
+        def forward(params, batch: Batch):
+            logits, values, memory = network.apply(
+                params, batch.obs, batch.memory, batch.start[:-1]
+            )
+            _, v_boot, _ = network.apply(
+                params, batch.bootstrap_obs[None], memory, batch.start[-1:]
+            )
+            return logits, values, v_boot[0]
+
+        return forward
+
+    def forward(params, batch: Batch):
+        logits, values = network.apply(params, batch.obs)  # [T, N, A], [T, N]
+        _, v_boot = network.apply(params, batch.bootstrap_obs)
+        return logits, values, v_boot
+
+    return forward
 
 
 def make_advantage_fn(config: Config) -> Callable:
@@ -83,7 +113,8 @@ def make_a2c_grad(config: Config, network) -> Callable:
     The loss is the masked batch mean of the A2C loss times ``loss_scale`` (``t_max`` by
     default, PAAC's convention). Values of the observations after each step come from the
     same forward pass (``V(obs[t + 1])``) and, for the last step, from
-    ``V(bootstrap_obs)``, all at ``params``; they are targets only (no gradient).
+    ``V(bootstrap_obs)``, all at ``params`` (:func:`make_forward`); they are targets only
+    (no gradient).
     ``values`` and ``returns`` are ``[T, N]``; ``terms`` is :class:`A2CLossTerms`.
 
     Args:
@@ -98,9 +129,11 @@ def make_a2c_grad(config: Config, network) -> Callable:
     """
     advantage_fn = make_advantage_fn(config)
     scale = config.effective_loss_scale
+    forward = make_forward(network)
 
-    def loss_fn(params, batch: Batch, v_boot):
-        logits, values = network.apply(params, batch.obs)  # [T, N, A], [T, N]
+    def loss_fn(params, batch: Batch):
+        logits, values, v_boot = forward(params, batch)
+        v_boot = jax.lax.stop_gradient(v_boot)
         v_tm1 = jax.lax.stop_gradient(values)
         v_t = jnp.concatenate([v_tm1[1:], v_boot[None]], axis=0)
         discount = config.gamma * (1.0 - batch.terminated.astype(jnp.float32))
@@ -119,9 +152,7 @@ def make_a2c_grad(config: Config, network) -> Callable:
         return scale * loss, (terms, v_tm1, returns)
 
     def grad(params, batch: Batch):
-        _, v_boot = network.apply(params, batch.bootstrap_obs)
-        v_boot = jax.lax.stop_gradient(v_boot)
-        return jax.grad(loss_fn, has_aux=True)(params, batch, v_boot)
+        return jax.grad(loss_fn, has_aux=True)(params, batch)
 
     return grad
 

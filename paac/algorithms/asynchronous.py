@@ -140,6 +140,10 @@ def _split_workers(x: chex.Array, w: int, env_axis: int) -> chex.Array:
 
 def split_batch(batch: Batch, w: int) -> Batch:
     """One :class:`Batch` per worker, stacked on a leading ``W`` axis."""
+    memory = start = None
+    if batch.memory is not None:
+        memory = jax.tree.map(lambda m: _split_workers(m, w, 0), batch.memory)
+        start = _split_workers(batch.start, w, 1)
     return Batch(
         obs=_split_workers(batch.obs, w, 1),
         action=_split_workers(batch.action, w, 1),
@@ -149,6 +153,8 @@ def split_batch(batch: Batch, w: int) -> Batch:
         mask=_split_workers(batch.mask, w, 1),
         bootstrap_obs=_split_workers(batch.bootstrap_obs, w, 0),
         next_action=None,
+        memory=memory,
+        start=start,
     )
 
 
@@ -171,13 +177,26 @@ def make_a3c(config: Config, network, spec: EnvSpec) -> Algorithm:
         }
         return state._replace(extra=extra)
 
-    def act(state: LearnerState, obs, key):
+    def act(state: LearnerState, obs, key, *memory):
         key, sample_key = jax.random.split(key)
         copies = state.extra["workers"]
         worker_obs = _split_workers(obs, w, 0)  # [W, N / W, ...]
-        logits, _ = jax.vmap(network.apply)(copies, worker_obs)
+        if memory:  # each worker's memory follows its own copy
+            worker_memory, worker_start = jax.tree.map(lambda m: _split_workers(m, w, 0), memory)
+
+            def step(params, o, m, s):
+                logits, _, m = network.apply(params, o[None], m, s[None])
+                return logits[0], m
+
+            logits, new_memory = jax.vmap(step)(copies, worker_obs, worker_memory, worker_start)
+            new_memory = jax.tree.map(
+                lambda m: m.reshape((obs.shape[0],) + m.shape[2:]), new_memory
+            )
+        else:
+            logits, _ = jax.vmap(network.apply)(copies, worker_obs)
         logits = logits.reshape((obs.shape[0],) + logits.shape[2:])
-        return jax.random.categorical(sample_key, logits).astype(jnp.int32), key
+        actions = jax.random.categorical(sample_key, logits).astype(jnp.int32)
+        return (actions, key, new_memory) if memory else (actions, key)
 
     def update(state: LearnerState, batch: Batch):
         ring, copy_versions = state.extra["ring"], state.extra["copies"]
@@ -219,7 +238,7 @@ def make_a3c(config: Config, network, spec: EnvSpec) -> Algorithm:
         new_state = LearnerState(params, opt_state, state.update_count + 1, extra)
         return new_state, metrics
 
-    return Algorithm(init, act, update, sync.policy)
+    return Algorithm(init, act, update, sync.policy, memory=sync.memory)
 
 
 def make_ga3c(config: Config, network, spec: EnvSpec) -> Algorithm:
@@ -236,9 +255,10 @@ def make_ga3c(config: Config, network, spec: EnvSpec) -> Algorithm:
     def acting_version(state: LearnerState):
         return jnp.maximum(state.update_count - lag, 0)
 
-    def act(state: LearnerState, obs, key):
-        # extra["acting"] is ring_get(ring, acting_version(state)), read once per update.
-        return sync.act(state._replace(params=state.extra["acting"]), obs, key)
+    def act(state: LearnerState, obs, key, *memory):
+        # extra["acting"] is ring_get(ring, acting_version(state)), read once per update; the
+        # acting memory is driven by these lagged parameters too.
+        return sync.act(state._replace(params=state.extra["acting"]), obs, key, *memory)
 
     def update(state: LearnerState, batch: Batch):
         lagged = acting_version(state)
@@ -248,4 +268,4 @@ def make_ga3c(config: Config, network, spec: EnvSpec) -> Algorithm:
         acting = ring_get(ring, acting_version(new_state))
         return new_state._replace(extra={"ring": ring, "acting": acting}), metrics
 
-    return Algorithm(init, act, update, sync.policy)
+    return Algorithm(init, act, update, sync.policy, memory=sync.memory)

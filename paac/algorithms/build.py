@@ -24,10 +24,17 @@ from paac.nets.networks import make_network
 
 
 def network_for(config: Config, spec: EnvSpec):
-    """The network ``config.algo`` needs: actor-critic heads, or a Q head."""
+    """The network ``config.algo`` needs: actor-critic heads (after an LSTM with
+    ``--lstm-cells``), or a Q head."""
     head = "q" if config.algo in VALUE_ALGOS else "actor_critic"
     return make_network(
-        config.arch, spec.num_actions, config.conv_impl, head, config.policy_init_scale, config.init
+        config.arch,
+        spec.num_actions,
+        config.conv_impl,
+        head,
+        config.policy_init_scale,
+        config.init,
+        config.lstm_cells,
     )
 
 

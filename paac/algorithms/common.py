@@ -48,8 +48,27 @@ def dummy_obs(spec: EnvSpec) -> jnp.ndarray:
     return jnp.zeros((1,) + spec.obs_shape, spec.obs_dtype)
 
 
+def is_recurrent(network) -> bool:
+    """Whether ``network`` carries a memory (:class:`paac.nets.networks.RecurrentActorCritic`)."""
+    return hasattr(network, "initial_memory")
+
+
+def init_params(network, spec: EnvSpec, key: jax.Array) -> Params:
+    """``network``'s initial parameters, traced on one observation (and memory) of zeros."""
+    if is_recurrent(network):
+        start = jnp.zeros((1, 1), bool)
+        return network.init(key, dummy_obs(spec)[None], network.initial_memory(1), start)
+    return network.init(key, dummy_obs(spec))
+
+
 def make_act(network) -> Callable:
-    """``act(params, obs, key) -> (actions, key)``: sample from the policy, split the key."""
+    """``act(params, obs, key) -> (actions, key)``: sample from the policy, split the key.
+
+    For a recurrent network ``act(params, obs, key, memory, start) -> (actions, key,
+    memory)``: one step of the memory, zeroed first where ``start``.
+    """
+    if is_recurrent(network):
+        return _recurrent_act(network, greedy=False)
 
     def act(params, obs, key):
         key, sample_key = jax.random.split(key)
@@ -61,11 +80,26 @@ def make_act(network) -> Callable:
 
 
 def make_greedy_act(network) -> Callable:
-    """``act(params, obs, key) -> (actions, key)`` taking the most probable action."""
+    """``act(params, obs, key) -> (actions, key)`` taking the most probable action (recurrent:
+    as :func:`make_act`)."""
+    if is_recurrent(network):
+        return _recurrent_act(network, greedy=True)
 
     def act(params, obs, key):
         logits, _ = network.apply(params, obs)
         return jnp.argmax(logits, axis=-1).astype(jnp.int32), key
+
+    return act
+
+
+def _recurrent_act(network, greedy: bool) -> Callable:
+    def act(params, obs, key, memory, start):
+        logits, _, memory = network.apply(params, obs[None], memory, start[None])
+        if greedy:
+            return jnp.argmax(logits[0], axis=-1).astype(jnp.int32), key, memory
+        key, sample_key = jax.random.split(key)
+        actions = jax.random.categorical(sample_key, logits[0]).astype(jnp.int32)
+        return actions, key, memory
 
     return act
 

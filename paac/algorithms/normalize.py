@@ -69,8 +69,8 @@ def normalized(algorithm: Algorithm, config: Config, spec: EnvSpec) -> Algorithm
     def init(key):
         return algorithm.init(key)._replace(norm=init_norm(config, spec))
 
-    def act(state: LearnerState, obs, key):
-        return algorithm.act(state, observe(state.norm, obs, clip), key)
+    def act(state: LearnerState, obs, key, *memory):
+        return algorithm.act(state, observe(state.norm, obs, clip), key, *memory)
 
     def update(state: LearnerState, batch: Batch):
         norm, seen = state.norm, dict(state.norm)
@@ -99,7 +99,7 @@ def frozen_policy(policy: Callable, norm: dict, clip: float) -> Callable:
     if "obs" not in norm:
         return policy
 
-    def act(params, obs, key):
-        return policy(params, observe(norm, obs, clip), key)
+    def act(params, obs, key, *memory):
+        return policy(params, observe(norm, obs, clip), key, *memory)
 
     return act

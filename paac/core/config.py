@@ -23,6 +23,8 @@ MODES = ("sync", "a3c", "ga3c")
 """sync: PAAC's averaged fresh gradient; a3c: delayed, unaveraged worker gradients; ga3c:
 acting with a lagged policy (see :mod:`paac.algorithms.asynchronous`)."""
 STALENESS = ("round_robin", "uniform", "fixed")
+MAX_LSTM_CELLS = 16_384
+"""The most LSTM cells: 16,384 cells already hold 2.1 GiB of recurrent weights alone."""
 VECTORIZATIONS = ("sync", "async")
 """How Gymnasium environments are stepped: in this process, or a subprocess each."""
 
@@ -86,6 +88,8 @@ class Config:
     """Seed of the environments and of the network and action sampling."""
     arch: str = "nips"
     """Network torso: nips | nature | mlp (mlp for vector observations)."""
+    lstm_cells: int = 0
+    """LSTM cells after the torso, feeding the heads (A3C-LSTM: 256); 0: feed-forward."""
     init: str = "orthogonal"
     """Initialisation: orthogonal (CleanRL, SB3) | paac (uniform +-1/sqrt(fan_in), as PAAC's)."""
     policy_init_scale: float = 0.01
@@ -252,6 +256,10 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "n_envs": (_int_at_least(1), "must be an integer >= 1"),
     "t_max": (_int_at_least(1), "must be an integer >= 1"),
     "arch": (lambda x: x in ARCHS, f"must be one of {', '.join(ARCHS)}"),
+    "lstm_cells": (
+        lambda x: _int_at_least(0)(x) and x <= MAX_LSTM_CELLS,
+        f"must be an integer in [0, {MAX_LSTM_CELLS}] (0: feed-forward)",
+    ),
     "conv_impl": (lambda x: x in CONV_IMPLS, f"must be one of {', '.join(CONV_IMPLS)}"),
     "lr_schedule": (lambda x: x in LR_SCHEDULES, f"must be one of {', '.join(LR_SCHEDULES)}"),
     "lr": (_number(0, lo_open=True), "must be a finite number > 0"),
@@ -332,6 +340,12 @@ def _validate(c: Config) -> None:
             "final_epsilon_probs",
             c.final_epsilon_probs,
             f"must give one probability per final epsilon ({len(c.final_epsilons)})",
+        )
+    if c.lstm_cells and c.algo != "a2c":
+        raise _fail(
+            "lstm_cells",
+            c.lstm_cells,
+            f"the LSTM is for --algo a2c (in every --mode); --algo {c.algo} is feed-forward only",
         )
     if c.mode != "sync" and c.algo != "a2c":
         allowed = f"the async modes are for --algo a2c (got {c.algo!r}); use sync"

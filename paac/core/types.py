@@ -41,7 +41,10 @@ class Batch(NamedTuple):
     Step ``t`` took ``action[t]`` in ``obs[t]`` and received ``reward[t]``,
     ``terminated[t]``, ``truncated[t]``. ``mask[t]`` is 0 on EnvPool's reset steps
     (the step after a done step), 1 on real experience. ``bootstrap_obs`` is the
-    observation after the last step.
+    observation after the last step. A recurrent algorithm's rollout also keeps the
+    recurrent ``memory`` its environments started it with (before any reset) and ``start``:
+    ``start[t]`` zeroes the memory before ``obs[t]`` (its first observation of an episode),
+    ``start[T]`` before ``bootstrap_obs``.
     """
 
     obs: chex.Array  # [T, N, *obs_shape]
@@ -52,6 +55,8 @@ class Batch(NamedTuple):
     mask: chex.Array  # [T, N] float32
     bootstrap_obs: chex.Array  # [N, *obs_shape]
     next_action: chex.Array | None = None  # [N]: action taken at bootstrap_obs (lookahead)
+    memory: Any = None  # recurrent: the memory pytree ([N, ...] leaves) at the rollout's start
+    start: chex.Array | None = None  # recurrent: [T + 1, N] bool, episode starts
 
 
 class Algorithm(NamedTuple):
@@ -63,6 +68,11 @@ class Algorithm(NamedTuple):
     parameters alone. With ``lookahead`` the loop also acts on each rollout's bootstrap
     observation (``Batch.next_action``) and takes that action first in the next rollout:
     Sarsa's ``a'`` is the action actually taken.
+
+    A recurrent algorithm has ``memory(n)``, the memory pytree of ``n`` environments at an
+    episode's start; its ``act`` is ``act(state, obs, key, memory, start) -> (actions, key,
+    memory)``, zeroing the memory of the environments whose ``start`` is set before acting,
+    and its ``policy(greedy)`` the same from parameters alone.
     """
 
     init: Callable
@@ -70,3 +80,4 @@ class Algorithm(NamedTuple):
     update: Callable
     policy: Callable
     lookahead: bool = False
+    memory: Callable | None = None

@@ -172,6 +172,56 @@ class ActorCritic(nn.Module):
         return logits, value[..., 0]
 
 
+class RecurrentActorCritic(nn.Module):
+    """Torso, then an LSTM of ``cells`` cells, then the policy-logits and value heads.
+
+    ``apply(params, obs [T, N, ...], memory, start [T, N])`` runs the torso on every
+    observation at once, then the LSTM through time from ``memory`` (``(c, h)``, each
+    ``[N, cells]``), zeroing the state before ``obs[t]`` wherever ``start[t]`` (the first
+    observation of an episode). It returns ``(logits [T, N, A], values [T, N], memory)``
+    with the state after the last step. Kernels are orthogonal (gain 1), biases zero,
+    the forget gate's too.
+    """
+
+    torso: nn.Module
+    num_actions: int
+    cells: int
+    policy_init_scale: float = 0.01
+    init_scheme: str = "orthogonal"
+
+    def initial_memory(self, n: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """The state of ``n`` environments at an episode's start: zeros ``(c, h)``."""
+        zeros = jnp.zeros((n, self.cells), jnp.float32)
+        return zeros, zeros
+
+    @nn.compact
+    def __call__(self, obs, memory, start):
+        x = self.torso(obs)  # [T, N, F]
+        if self.init_scheme == "paac":
+            k_init, _ = layer_init("paac", x.shape[-1], 1.0)
+            r_init, b_init = layer_init("paac", self.cells, 1.0)
+        else:
+            k_init = r_init = nn.initializers.orthogonal(1.0)
+            b_init = _ZEROS
+        cell = nn.OptimizedLSTMCell(
+            self.cells, kernel_init=k_init, recurrent_kernel_init=r_init, bias_init=b_init
+        )
+
+        def step(cell, carry, inputs):
+            features, first = inputs
+            carry = jax.tree.map(lambda m: jnp.where(first[:, None], 0.0, m), carry)
+            carry, out = cell(carry, features)
+            return carry, out
+
+        scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False})
+        memory, h = scan(cell, memory, (x, jnp.asarray(start, bool)))
+        k_init, b_init = layer_init(self.init_scheme, self.cells, self.policy_init_scale)
+        logits = nn.Dense(self.num_actions, kernel_init=k_init, bias_init=b_init)(h)
+        k_init, b_init = layer_init(self.init_scheme, self.cells, 1.0)
+        value = nn.Dense(1, kernel_init=k_init, bias_init=b_init)(h)
+        return logits, value[..., 0], memory
+
+
 class QNetwork(nn.Module):
     """A torso with one action-value head: ``Q(s, .)`` of shape ``[..., num_actions]``."""
 
@@ -196,6 +246,7 @@ def make_network(
     head: str = "actor_critic",
     policy_init_scale: float = 0.01,
     init: str = "orthogonal",
+    lstm_cells: int = 0,
 ) -> nn.Module:
     """The network for ``arch``: policy-logits and value heads, or one Q head (``head="q"``).
 
@@ -210,12 +261,19 @@ def make_network(
       policy_init_scale: gain of the orthogonal initialisation of the policy-logits head
         (``actor_critic`` with ``init="orthogonal"`` only).
       init: the initialisation scheme, ``orthogonal`` or ``paac``.
+      lstm_cells: with ``actor_critic``, an LSTM of this many cells between the torso and
+        the heads (:class:`RecurrentActorCritic`); 0 for none.
 
     Returns:
       A Flax module: ``apply(params, obs)`` gives ``(logits [..., A], value [...])`` for
-      ``actor_critic``, ``Q(s, .) [..., A]`` for ``q``.
+      ``actor_critic``, ``Q(s, .) [..., A]`` for ``q``; see :class:`RecurrentActorCritic`
+      with ``lstm_cells``.
     """
     torso = make_torso(arch, conv_impl, init)
+    if lstm_cells and head != "actor_critic":
+        raise ValueError(f"lstm_cells={lstm_cells} is for the actor_critic head, not {head!r}")
+    if lstm_cells:
+        return RecurrentActorCritic(torso, num_actions, lstm_cells, policy_init_scale, init)
     if head == "actor_critic":
         return ActorCritic(torso, num_actions, policy_init_scale, init)
     if head == "q":

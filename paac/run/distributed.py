@@ -242,6 +242,8 @@ class DataParallel:
             mask=self.by_time_env,
             bootstrap_obs=self.by_env,
             next_action=None if batch.next_action is None else self.by_env,
+            memory=jax.tree.map(lambda _: self.by_env, batch.memory),
+            start=None if batch.start is None else self.by_time_env,
         )
 
     def shard_batch(self, batch: Any) -> Any:
@@ -255,11 +257,15 @@ class DataParallel:
         shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
         return np.concatenate([np.asarray(s.data) for s in shards])
 
-    def jit_act(self, act):
+    def jit_act(self, act, recurrent: bool = False):
         """``act(state, obs, key) -> (actions, key)`` jitted over the mesh, on host data.
 
-        ``obs`` and the returned actions are this process's rows (NumPy).
+        ``obs`` and the returned actions are this process's rows (NumPy). ``recurrent``:
+        ``act(state, obs, key, memory, start) -> (actions, key, memory)``, the memory and
+        the start flags this process's rows too.
         """
+        if recurrent:
+            return self._jit_recurrent_act(act)
         jitted = jax.jit(
             act,
             in_shardings=(self.replicated, self.by_env, self.replicated),
@@ -270,6 +276,22 @@ class DataParallel:
             # One process: jit places the host array itself (the fastest way in).
             actions, key = jitted(state, self.shard_envs(obs) if self.multiprocess else obs, key)
             return self.local(actions), key
+
+        return host_act
+
+    def _jit_recurrent_act(self, act):
+        jitted = jax.jit(
+            act,
+            in_shardings=(self.replicated, self.by_env, self.replicated, self.by_env, self.by_env),
+            out_shardings=(self.by_env, self.replicated, self.by_env),
+        )
+
+        def host_act(state, obs: np.ndarray, key, memory, start: np.ndarray):
+            place = self.shard_envs if self.multiprocess else (lambda x: x)
+            actions, key, memory = jitted(
+                state, place(obs), key, jax.tree.map(place, memory), place(start)
+            )
+            return self.local(actions), key, jax.tree.map(self.local, memory)
 
         return host_act
 

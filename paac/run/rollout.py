@@ -7,7 +7,7 @@ jitted call per rollout (docs/performance.md says why).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -24,6 +24,21 @@ class RolloutCarry(NamedTuple):
     obs: np.ndarray  # [N, *obs_shape]: the observations to act on next
     done_before: np.ndarray  # [N] bool: the last step was done (the next one is a reset step)
     pending_action: np.ndarray | None = None  # [N]: chosen ahead (Algorithm.lookahead)
+    memory: Any = None  # recurrent algorithms: the memory pytree, [N, ...] leaves
+    start: np.ndarray | None = None  # recurrent: [N] bool, obs is an episode's first
+
+
+def initial_carry(key, obs: np.ndarray, memory=None) -> RolloutCarry:
+    """The carry of environments that start fresh episodes on ``obs``.
+
+    ``memory``: a recurrent algorithm's initial memory of those environments
+    (``Algorithm.memory(n)``); None for a feed-forward one.
+    """
+    n = obs.shape[0]
+    if memory is None:
+        return RolloutCarry(key, obs, np.zeros(n, bool))
+    memory = jax.tree.map(np.asarray, memory)
+    return RolloutCarry(key, obs, np.zeros(n, bool), None, memory, np.ones(n, bool))
 
 
 def collect_rollout(
@@ -32,7 +47,11 @@ def collect_rollout(
     """Steps every environment ``t_max`` times with ``act(state, obs, key)``.
 
     With ``lookahead`` it also acts on the observation after the last step; that action
-    is ``Batch.next_action`` and is taken first in the next rollout.
+    is ``Batch.next_action`` and is taken first in the next rollout. With a memory in the
+    carry (a recurrent algorithm) ``act`` is ``act(state, obs, key, memory, start) ->
+    (actions, key, memory)``; an observation starts an episode when the step before it was
+    a reset step, whose observation (the final one, returned with done) still belongs to the
+    old episode.
 
     Args:
       env: the EnvPool environments, ``N`` of them (``env.step(actions)``).
@@ -53,8 +72,11 @@ def collect_rollout(
       ``mask`` ``[T, N]``, the mask 0 on EnvPool's reset steps; ``bootstrap_obs``
       ``[N, *obs_shape]``; ``next_action`` ``[N]`` or None), and the next rollout's carry.
     """
-    key, obs, done_before, pending = carry
+    key, obs, done_before, pending, memory, start = carry
     n = obs.shape[0]
+    recurrent = memory is not None
+    first_memory = memory
+    start_buf = np.empty((t_max + 1, n), bool) if recurrent else None
     obs_buf = np.empty((t_max,) + obs.shape, obs.dtype)
     action_buf = np.empty((t_max, n), np.int32)
     reward_buf = np.empty((t_max, n), np.float32)
@@ -63,7 +85,11 @@ def collect_rollout(
     mask_buf = np.empty((t_max, n), np.float32)
     for t in range(t_max):
         obs_buf[t] = obs
-        if pending is None:
+        if recurrent:
+            start_buf[t] = start
+            action, key, memory = act(state, obs, key, memory, start)
+            action = np.asarray(action)
+        elif pending is None:
             action, key = act(state, obs, key)
             action = np.asarray(action)
         else:
@@ -75,12 +101,18 @@ def collect_rollout(
         trunc_buf[t] = truncated
         mask_buf[t] = ~done_before
         stats.step(reward, terminated, truncated, info, ~done_before)
+        start = done_before  # after a reset step: a new episode's first observation
         done_before = terminated | truncated
+    if recurrent:
+        start_buf[t_max] = start
     if lookahead:
         pending, key = act(state, obs, key)
         pending = np.asarray(pending)
-    batch = Batch(obs_buf, action_buf, reward_buf, term_buf, trunc_buf, mask_buf, obs, pending)
-    return batch, RolloutCarry(key, obs, done_before, pending)
+    batch = Batch(
+        obs_buf, action_buf, reward_buf, term_buf, trunc_buf, mask_buf, obs, pending,
+        first_memory, start_buf,
+    )  # fmt: skip
+    return batch, RolloutCarry(key, obs, done_before, pending, memory, start)
 
 
 class LocalSteps:

@@ -28,7 +28,7 @@ from paac.run.envs import EpisodeStats, check_arch, env_spec
 from paac.run.memory import check_rollout_fits, check_state_fits
 from paac.run.metrics import MetricsWriter, truncate_metrics, write_atomic
 from paac.run.resume import Resume, prepare_resume, segment_env, warn_short_segments
-from paac.run.rollout import LocalSteps, RolloutCarry, share_steps
+from paac.run.rollout import LocalSteps, RolloutCarry, initial_carry, share_steps
 from paac.run.rundir import RunLock, make_run_dir
 from paac.run.signals import StopSignals
 
@@ -246,8 +246,14 @@ class Run:
             self.env.close()
             self.env = segment_env(self.config, next_update, self.dp)
             obs, _ = self.env.reset()
-            self.carry = RolloutCarry(self.carry.key, obs, np.zeros(self.dp.n_local, bool))
+            self.carry = initial_carry(self.carry.key, obs, self.fresh_memory())
             self.stats.abandon_running()
+
+    def fresh_memory(self):
+        """A recurrent algorithm's memory of this process's environments at episode starts
+        (None for a feed-forward one)."""
+        memory = self.algorithm.memory
+        return None if memory is None else memory(self.dp.n_local)
 
     def close(self) -> None:
         """Closes the progress bar, the writers, the checkpointer and the environments."""
@@ -340,10 +346,12 @@ def build(s: Start, stop: StopSignals, progress: bool) -> Run:
         start_update=s.start_update,
         env=s.env,
         algorithm=algorithm,
-        act=dp.jit_act(algorithm.act),
+        act=dp.jit_act(algorithm.act, recurrent=algorithm.memory is not None),
         update=dp.jit_update(check_finite(algorithm.update)),
         state=state,
-        carry=RolloutCarry(act_key, obs, np.zeros(dp.n_local, bool)),
+        carry=initial_carry(
+            act_key, obs, None if algorithm.memory is None else algorithm.memory(dp.n_local)
+        ),
         stats=stats,
         local_steps=LocalSteps(config.t_max, dp.n_local) if dp.multiprocess else stats,
         writer=writer,

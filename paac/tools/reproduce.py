@@ -9,6 +9,7 @@ the evaluations written next to it.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -114,7 +115,8 @@ def evaluations(run_dir: str) -> list[dict]:
 
 def machine() -> str:
     """This machine in a line: CPU count, platform, and JAX's devices."""
-    import jax  # Deferred on purpose: --list answers without loading JAX.
+    # Deferred on purpose: --list answers without loading JAX.
+    import jax
 
     kinds = sorted({d.device_kind for d in jax.devices()})
     return f"{os.cpu_count()} CPU cores, {platform.platform()}, JAX on {', '.join(kinds)}"
@@ -178,8 +180,6 @@ def commands(name: str, out_dir: str) -> list[list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     """``reproduce.py [ROW|FIGURE ...] [--list] [--report] [--out-dir DIR]``."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="experiments/reproduce.py", description=__doc__)
     parser.add_argument(
         "names",

@@ -1,0 +1,164 @@
+"""A3C-LSTM: the recurrent actor-critic in the one loop (sync, a3c, ga3c)."""
+
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from paac.algorithms.a2c import make_forward
+from paac.algorithms.build import init_state, make_algorithm, network_for
+from paac.core.config import Config, ConfigError
+from paac.core.types import EnvSpec
+from paac.run.envs import EpisodeStats, make_env
+from paac.run.rollout import collect_rollout, initial_carry
+from paac.run.train import train
+from paac.tools.cli import main
+from paac.tools.presets import CONTROL
+from tests.test_checkpoints import assert_same_logs
+
+SPEC = EnvSpec((4,), np.dtype("float32"), 2, False)
+LSTM = dict(
+    env="CartPole-v1", arch="mlp", n_envs=4, t_max=5, total_steps=4000, lr=0.01,
+    entropy_coef=0.01, lstm_cells=16,
+)  # fmt: skip
+
+
+def _recording(act, seen: list):
+    """``act`` that also keeps the logits the acting network computed (by recomputing them
+    from the same parameters, observation, memory and start flags)."""
+
+    def recorded(state, obs, key, memory, start):
+        network, params = recorded.network, recorded.params(state)
+        logits, values, _ = network.apply(params, obs[None], memory, start[None])
+        seen.append((np.asarray(logits[0]), np.asarray(values[0])))
+        return act(state, obs, key, memory, start)
+
+    return recorded
+
+
+@pytest.mark.parametrize("mode", ["sync", "ga3c"])
+def test_the_update_recomputes_what_acting_computed(mode):
+    """Logits and values recomputed by the update from the rollout's first memory equal
+    those computed step by step while acting, across episode ends inside the rollouts
+    (terminations and time-limit truncations) and across rollouts. In ga3c both are at the
+    lagged acting parameters, which drive the acting memory (the update then takes its
+    gradient at the current ones from the same memory)."""
+    cfg = Config(**LSTM, mode=mode, policy_lag=0)
+    network = network_for(cfg, SPEC)
+    algorithm = make_algorithm(cfg, network, SPEC)
+    state = init_state(cfg, network, SPEC, jax.random.PRNGKey(0))
+    # Larger weights than at initialisation, so that the memory matters to the logits.
+    state = state._replace(params=jax.tree.map(lambda p: p * 3.0, state.params))
+    if mode == "ga3c":
+        state = state._replace(extra={**state.extra, "acting": state.params})
+    seen: list = []
+    act = _recording(jax.jit(algorithm.act), seen)
+    act.network = network
+    act.params = lambda s: s.params if mode == "sync" else s.extra["acting"]
+    env = make_env("CartPole-v1", 4, seed=3, max_episode_steps=6)
+    obs, _ = env.reset()
+    carry = initial_carry(jax.random.PRNGKey(1), obs, algorithm.memory(4))
+    forward = jax.jit(make_forward(network))
+    starts = 0
+    for _ in range(4):
+        seen.clear()
+        batch, carry = collect_rollout(env, act, state, carry, EpisodeStats(4), cfg.t_max)
+        logits, values, _ = forward(act.params(state), batch)
+        np.testing.assert_allclose(logits, np.stack([s[0] for s in seen]), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(values, np.stack([s[1] for s in seen]), rtol=1e-5, atol=1e-5)
+        # An observation starts an episode exactly when the step before it was a reset step.
+        np.testing.assert_array_equal(batch.start[1:], batch.mask == 0)
+        starts += int(batch.start[1:].sum())
+    env.close()
+    assert starts >= 4  # episodes did end inside the rollouts
+
+
+def test_a_start_zeroes_the_memory_and_nothing_else_does():
+    network = network_for(Config(**LSTM), SPEC)
+    params = init_state(Config(**LSTM), network, SPEC, jax.random.PRNGKey(0)).params
+    obs = np.random.default_rng(0).normal(size=(3, 2, 4)).astype(np.float32)
+    memory = jax.tree.map(lambda m: m + 0.5, network.initial_memory(2))
+    start = np.array([[False, True], [False, False], [True, False]])
+    logits, values, after = network.apply(params, obs, memory, start)
+    # By hand: environment 0 starts again at step 2, environment 1 at step 0.
+    for env_i, cut in ((0, 2), (1, 0)):
+        mem = jax.tree.map(lambda m, i=env_i: m[i : i + 1], memory)
+        never = np.zeros((1, 1), bool)
+        for t in range(3):
+            if t == cut:
+                mem = network.initial_memory(1)
+            lt, vt, mem = network.apply(params, obs[t : t + 1, env_i : env_i + 1], mem, never)
+            np.testing.assert_allclose(lt[0, 0], logits[t, env_i], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(vt[0, 0], values[t, env_i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(mem[1][0], after[1][env_i], rtol=1e-5, atol=1e-6)
+    # Without a start the memory is carried: a different memory, different logits.
+    other, _, _ = network.apply(params, obs, network.initial_memory(2), np.zeros((3, 2), bool))
+    assert not np.allclose(other[:, 0], logits[:, 0])
+
+
+def test_a3c_workers_act_with_their_own_copies():
+    cfg = Config(**LSTM, mode="a3c", workers=2)
+    network = network_for(cfg, SPEC)
+    algorithm = make_algorithm(cfg, network, SPEC)
+    state = init_state(cfg, network, SPEC, jax.random.PRNGKey(0))
+    # Worker 1's copy differs from worker 0's: its policy head always picks action 1.
+    workers = state.extra["workers"]
+    head = workers["params"]["Dense_0"]
+    head = {"kernel": head["kernel"].at[1].set(0.0), "bias": head["bias"].at[1].set(
+        jnp.array([-50.0, 50.0]))}  # fmt: skip
+    workers = {"params": {**workers["params"], "Dense_0": head}}
+    state = state._replace(extra={**state.extra, "workers": workers})
+    obs = np.random.default_rng(1).normal(size=(4, 4)).astype(np.float32)
+    memory = algorithm.memory(4)
+    start = np.ones(4, bool)
+    actions, _, new_memory = jax.jit(algorithm.act)(state, obs, jax.random.PRNGKey(2), memory,
+                                                   start)  # fmt: skip
+    assert np.asarray(actions)[2:].tolist() == [1, 1]  # worker 1: environments 2 and 3
+    # Each worker's memory is its own copy's: recomputed with that copy alone.
+    for w in range(2):
+        copy = jax.tree.map(lambda p, w=w: p[w], workers)
+        rows = slice(2 * w, 2 * w + 2)
+        _, _, mem = network.apply(copy, obs[None, rows], network.initial_memory(2),
+                                  start[None, rows])  # fmt: skip
+        np.testing.assert_allclose(new_memory[1][rows], mem[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "extra",
+    [dict(), dict(mode="a3c", workers=2), dict(mode="ga3c"), dict(gae_lambda=0.95,
+     normalize_obs=True)],
+    ids=["sync", "a3c", "ga3c", "gae-normalised"],
+)  # fmt: skip
+def test_lstm_resume_is_exact(tmp_path, extra):
+    cfg = dict(LSTM, n_envs=8, total_steps=8000, checkpoint_interval=4000, log_interval=700,
+               **extra)  # fmt: skip
+    straight = train(Config(**cfg, out_dir=str(tmp_path), run_name="a"), progress=False)
+    run = tmp_path / "b"
+    shutil.copytree(straight.run_dir, run)
+    shutil.rmtree(run / "checkpoints" / "8000")
+    resumed = train(Config(**cfg, resume=str(run)), progress=False)
+    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    assert_same_logs(run, straight.run_dir)
+
+
+@pytest.mark.slow
+def test_lstm_and_feed_forward_checkpoints_do_not_mix(tmp_path, capsys):
+    cfg = dict(LSTM, total_steps=400, out_dir=str(tmp_path))
+    run = train(Config(**cfg, run_name="lstm"), progress=False)
+    capsys.readouterr()
+    assert main(CONTROL, ["--resume", run.run_dir, "--lstm-cells", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "conflicts with --lstm-cells=0" in err[0]
+    assert "trained with --lstm-cells=16" in err[0]
+
+
+def test_bad_lstm_settings_are_one_line():
+    with pytest.raises(ConfigError, match=r"^--lstm-cells=-1 is invalid: must be an integer in"):
+        Config(**dict(LSTM, lstm_cells=-1))
+    for algo in ("nstep_q", "q", "sarsa"):
+        with pytest.raises(ConfigError, match=f"--algo {algo} is feed-forward only"):
+            Config(**dict(LSTM, algo=algo))
