@@ -15,6 +15,7 @@ from paac.run.envs import EpisodeStats, make_env
 from paac.run.rollout import collect_rollout, initial_carry
 from paac.run.train import train
 from paac.tools.cli import main
+from paac.tools.evaluate import evaluate
 from paac.tools.presets import CONTROL
 from tests.test_checkpoints import assert_same_logs
 
@@ -162,3 +163,30 @@ def test_bad_lstm_settings_are_one_line():
     for algo in ("nstep_q", "q", "sarsa"):
         with pytest.raises(ConfigError, match=f"--algo {algo} is feed-forward only"):
             Config(**dict(LSTM, algo=algo))
+
+
+@pytest.mark.slow
+def test_evaluation_carries_the_memory_through_whole_games(tmp_path):
+    """Greedy evaluation of an LSTM agent equals a hand-written loop that carries the memory
+    through each game and zeroes it after the reset step; a video records too."""
+    cfg = Config(**dict(LSTM, total_steps=2000, out_dir=str(tmp_path), run_name="e"))
+    run = train(cfg, progress=False)
+    stats = evaluate(run.run_dir, episodes=3, greedy=True, seed=11, num_envs=1,
+                     video=str(tmp_path / "lstm.gif"), write_json=False)  # fmt: skip
+    assert stats["video_frames"] > 0 and not stats["problems"]
+    network = network_for(cfg, SPEC)
+    params = run.state.params
+    env = make_env(cfg.env, 1, 11, training=False)
+    obs, _ = env.reset()
+    memory, start, done_before = network.initial_memory(1), np.ones(1, bool), np.zeros(1, bool)
+    scores, total = [], 0.0
+    while len(scores) < 3:
+        logits, _, memory = network.apply(params, obs[None], memory, start[None])
+        obs, reward, term, trunc, _ = env.step(np.asarray(jnp.argmax(logits[0], -1), np.int32))
+        total += float(reward[0])
+        if term[0] or trunc[0]:
+            scores.append(total)
+            total = 0.0
+        start, done_before = done_before, term | trunc
+    env.close()
+    assert stats["scores"] == scores

@@ -215,12 +215,14 @@ def evaluate(
             check_agent_spec(agent, spec, path)
             params, norm = agent.params, agent.norm
         greedy = greedy or config.algo in VALUE_ALGOS  # value-based agents are played greedily
-        policy = make_algorithm(config, network, spec).policy(greedy)
+        algorithm = make_algorithm(config, network, spec)
+        policy = algorithm.policy(greedy)
         # Observations normalised with the statistics saved with the parameters (frozen).
         act = jax.jit(frozen_policy(policy, norm, config.norm_clip))
         if video is not None and fps is None:
             fps = video_fps(config.env, env.config.get("frame_skip"))
-        result = _play(env, act, params, episodes, n, seed, video, fps)
+        memory = None if algorithm.memory is None else algorithm.memory(n)
+        result = _play(env, act, params, episodes, n, seed, video, fps, memory)
     finally:
         env.close()
     problems = []
@@ -328,13 +330,24 @@ class _Recording:
 
 
 def _play(
-    env, act, params, episodes: int, n: int, seed: int, video: str | None, fps: float | None
+    env,
+    act,
+    params,
+    episodes: int,
+    n: int,
+    seed: int,
+    video: str | None,
+    fps: float | None,
+    memory=None,
 ) -> dict:
+    """Plays the games; a recurrent policy's ``memory`` is carried through each whole game
+    and zeroed on the first observation of the next (after the reset step)."""
     quota = np.full(n, episodes // n) + (np.arange(n) < episodes % n)
     played = np.zeros(n, np.int64)
     returns = np.zeros(n, np.float64)
     lengths = np.zeros(n, np.int64)
     done_before = np.zeros(n, bool)
+    start = np.ones(n, bool)
     scores: list[float] = []
     game_lengths: list[int] = []
     key = jax.random.PRNGKey(seed)
@@ -346,7 +359,10 @@ def _play(
     t0 = time.perf_counter()
     try:
         while (played < quota).any():
-            actions, key = act(params, obs, key)
+            if memory is None:
+                actions, key = act(params, obs, key)
+            else:
+                actions, key, memory = act(params, obs, key, memory, start)
             obs, reward, terminated, truncated, info = env.step(np.asarray(actions))
             raw = np.asarray(info.get("reward", reward), np.float64)
             over = np.asarray(info.get("terminated", terminated), bool) | np.asarray(
@@ -365,6 +381,7 @@ def _play(
                     played[i] += 1
             returns[over] = 0.0
             lengths[over] = 0
+            start = done_before  # after a reset step: a new game's first observation
             done_before = np.asarray(terminated, bool) | np.asarray(truncated, bool)
     finally:
         if recording is not None:
