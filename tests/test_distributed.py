@@ -38,6 +38,7 @@ SARSA = dict(
     CARTPOLE, algo="sarsa", total_steps=2000, target_interval=400, epsilon_anneal_steps=1000
 )
 NORMALISED = dict(CARTPOLE, normalize_obs=True, normalize_reward=True)
+LSTM = dict(CARTPOLE, lstm_cells=16)
 TOL = dict(rtol=1e-5, atol=1e-6)
 
 
@@ -140,7 +141,7 @@ def two_device_results(out: str) -> None:
     """Run in the two-device subprocess: the runs to compare, and the errors, into ``out``."""
     assert jax.device_count() == 2
     results: dict = {}
-    for name, cfg in (("a2c", CARTPOLE), ("sarsa", SARSA), ("norm", NORMALISED)):
+    for name, cfg in (("a2c", CARTPOLE), ("sarsa", SARSA), ("norm", NORMALISED), ("lstm", LSTM)):
         run = train(Config(**cfg, devices=2, out_dir=out, run_name=name), progress=False)
         results[name] = dict(run_dir=run.run_dir, episodes=run.episodes)
         results[name]["devices"] = len(jax.tree.leaves(run.state)[0].sharding.device_set)
@@ -220,6 +221,18 @@ def test_two_devices_normalise_as_one(two_devices, tmp_path):
     theirs = np.load(os.path.join(out, "norm.npz"))
     _assert_close([theirs[k] for k in theirs.files], _leaves(one.state))
     _assert_same_rows(_rows(results["norm"]["run_dir"]), _rows(one.run_dir))
+
+
+@pytest.mark.slow
+def test_two_devices_carry_the_lstm_memory_as_one(two_devices, tmp_path):
+    """The recurrent memory is sharded with its environments: an LSTM run on two devices
+    equals the run on one."""
+    out, results = two_devices
+    one = train(Config(**LSTM, out_dir=str(tmp_path), run_name="lstm"), progress=False)
+    assert results["lstm"]["devices"] == 2
+    theirs = np.load(os.path.join(out, "lstm.npz"))
+    _assert_close([theirs[k] for k in theirs.files], _leaves(one.state))
+    _assert_same_rows(_rows(results["lstm"]["run_dir"]), _rows(one.run_dir))
 
 
 @pytest.mark.slow
