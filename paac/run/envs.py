@@ -1,21 +1,27 @@
-"""EnvPool environments for training and evaluation, and whole-game episode statistics.
+"""Environments for training and evaluation (EnvPool's, or Gymnasium's vector environments
+behind an adapter), and whole-game episode statistics.
 
 Training Atari uses PAAC's preprocessing: frame skip 4 (max over the last two
 frames), 84x84 grey, a stack of 4, up to 30 no-op starts, and (by default)
 episodic life and reward clipping. Scores are always the raw score of whole
 games: EnvPool's ``info["reward"]`` summed until the real game end
-(``info["terminated"]``: all lives lost) or a time-limit truncation.
+(``info["terminated"]``: all lives lost) or a time-limit truncation. A Gymnasium
+task's score is the sum of its own rewards until it is terminated or truncated
+(docs/environments.md).
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import sys
+import types
 import warnings
 from typing import Any
 
 import numpy as np
 
 from paac.core.config import IMAGE_ARCHS, Config, ConfigError, first_line
-from paac.core.tasks import is_atari
+from paac.core.tasks import gymnasium_id, is_atari, is_gymnasium
 from paac.core.types import EnvSpec
 from paac.nets.networks import conv_output_size, min_frame_size
 
@@ -32,31 +38,50 @@ def make_env(
     episodic_life: bool = True,
     reward_clip: bool = True,
     num_threads: int = 0,
+    vectorization: str = "sync",
     **kwargs: Any,
 ):
-    """A gymnasium-style EnvPool vector environment.
+    """A gymnasium-style EnvPool vector environment, or a :class:`GymnasiumEnv`.
 
     With ``training=False`` Atari games are played whole with raw rewards (no
     episodic life, no clipping), as scores are reported. Extra ``kwargs`` go to
-    ``envpool.make`` unchanged.
+    ``envpool.make`` unchanged (for ``gymnasium:ID``, to the environment).
 
     Args:
-      env_id: the EnvPool task id, e.g. ``Pong-v5``, ``CartPole-v1``.
+      env_id: the EnvPool task id, e.g. ``Pong-v5``, ``CartPole-v1``, or ``gymnasium:ID``
+        for a Gymnasium environment (:class:`GymnasiumEnv`).
       num_envs: how many environments the pool steps.
-      seed: the seed; EnvPool seeds environment ``i`` with ``seed + i``.
+      seed: the seed; environment ``i`` is seeded with ``seed + i``.
       training: Atari only: with ``training=False`` episodic life and reward clipping
         are off whatever the next two say.
       episodic_life: Atari training only: a lost life ends the training episode.
       reward_clip: Atari training only: rewards clipped to ``[-1, 1]``.
-      num_threads: EnvPool worker threads (0: EnvPool chooses), at most ``num_envs``.
+      num_threads: EnvPool worker threads (0: EnvPool chooses), at most ``num_envs``;
+        EnvPool tasks only.
+      vectorization: Gymnasium tasks only: ``sync`` (stepped in turn in this process) or
+        ``async`` (a subprocess each).
       **kwargs: more options for ``envpool.make``, passed unchanged; they win over the
         options set here (for Atari: frame skip 4, 84x84 frames, a stack of 4, up to 30
-        no-op starts).
+        no-op starts). For ``gymnasium:ID``, the environment's own arguments
+        (``render_mode="rgb_array"``, ...).
 
     Returns:
-      The EnvPool environment (``env_type="gymnasium"``). A task EnvPool cannot create
-      is a ConfigError naming ``--env``.
+      The EnvPool environment (``env_type="gymnasium"``), or a :class:`GymnasiumEnv`. A
+      task that cannot be created is a ConfigError naming ``--env``.
     """
+    if is_gymnasium(env_id):
+        if num_threads:
+            raise ConfigError(
+                f"--num-threads={num_threads!r} is invalid for --env={env_id!r}: it sets "
+                "EnvPool's threads; a Gymnasium task is stepped as --vectorization says"
+            )
+        return GymnasiumEnv(env_id, num_envs, seed, vectorization, **kwargs)
+    if vectorization != "sync":
+        raise ConfigError(
+            f"--vectorization={vectorization!r} is invalid for --env={env_id!r}: it is for "
+            "Gymnasium tasks (gymnasium:ID); EnvPool steps its own in its threads "
+            "(--num-threads)"
+        )
     # Deferred on purpose, as in paac.core.tasks: EnvPool takes about 2 s to import.
     import envpool
 
@@ -101,31 +126,224 @@ def make_training_env(
         episodic_life=config.episodic_life,
         reward_clip=config.reward_clip,
         num_threads=config.num_threads,
+        vectorization=config.vectorization,
         **kwargs,
     )
 
 
+def async_context() -> str:
+    """The multiprocessing start method of async Gymnasium environments.
+
+    ``forkserver`` where the platform has it, else ``spawn``; never a plain ``fork`` of
+    this process, whose JAX threads (and their locks) a forked child would inherit without
+    the threads themselves. Each child imports the environment's module itself, and runs
+    the main script's imports again, as under ``spawn``: the server first imports the
+    ``paac`` modules this process has, so that its children inherit them (16 children
+    importing JAX and paac's tools took 12 s on 2 cores, at every restart of the
+    environments).
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    ours = sorted(m for m in list(sys.modules) if m == "paac" or m.startswith("paac."))
+    multiprocessing.set_forkserver_preload(["__main__", *ours])  # used when the server starts
+    return "forkserver"
+
+
+INFO_KEY = "gymnasium"
+"""The key of a Gymnasium environment's own info in the info dict :class:`GymnasiumEnv`
+returns: nested, so that its keys are never read as EnvPool's (``reward``,
+``terminated``: the raw score and game end of Atari)."""
+
+
+class GymnasiumEnv:
+    """A Gymnasium vector environment that behaves as paac uses EnvPool's.
+
+    Made by ``gymnasium.make_vec(ID, num_envs, vectorization_mode=...)`` for
+    ``gymnasium:ID``. Its autoreset mode must be NextStep, EnvPool's: the step after a done
+    step resets that environment, ignores its action, and returns reward 0 with both flags
+    False (paac masks it by the previous done). Around it:
+
+    * the first :meth:`reset` seeds environment ``i`` with ``seed + i``;
+    * ``action_space`` is the single environment's ``Discrete(n)`` from 0: paac's actions
+      are shifted by the space's ``start`` on their way to the environment;
+    * float64 observations are cast to float32, and ``observation_space`` says so;
+    * :meth:`step` returns rewards float32 ``[N]`` and flags bool ``[N]``, and an info
+      holding the environment's own under :data:`INFO_KEY` alone (a score is the sum of the
+      environment's rewards);
+    * ``spec.config.max_episode_steps`` (0 without a time limit), ``config`` and
+      :meth:`render` as EnvPool has them.
+
+    Spaces paac cannot take are refused by :func:`env_spec`, naming them.
+    """
+
+    def __init__(
+        self, env_id: str, num_envs: int, seed: int, vectorization: str = "sync", **kwargs: Any
+    ):
+        # Deferred on purpose: Gymnasium is imported for its own tasks only.
+        import gymnasium
+        from gymnasium import spaces
+
+        self.env_id = env_id
+        self.num_envs = num_envs
+        vector_kwargs = {"context": async_context()} if vectorization == "async" else {}
+        try:
+            env = gymnasium.make_vec(
+                gymnasium_id(env_id),
+                num_envs,
+                vectorization_mode=vectorization,
+                vector_kwargs=vector_kwargs,
+                **kwargs,
+            )
+        except Exception as e:  # the environment's constructor, a missing dependency, ...
+            raise ConfigError(
+                f"--env={env_id!r} is invalid: Gymnasium could not create it "
+                f"({type(e).__name__}: {first_line(e)})"
+            ) from None
+        self._env = env
+        mode = env.metadata.get("autoreset_mode")
+        mode = getattr(mode, "value", mode)
+        if mode != gymnasium.vector.AutoresetMode.NEXT_STEP.value:
+            env.close()
+            raise ConfigError(
+                f"--env={env_id!r} is invalid: its vector environment resets in autoreset "
+                f"mode {mode}; paac needs NextStep, EnvPool's (the step after a done step "
+                "resets the environment)"
+            )
+        # paac.run.resume wraps seeds into int32, as EnvPool takes them; Gymnasium's are >= 0,
+        # and seed + offset comes back as it was before the wrap.
+        self._seed: int | None = seed % 2**32
+        action_space = env.single_action_space
+        self._start = 0
+        if isinstance(action_space, spaces.Discrete):
+            self._start = int(action_space.start)
+            action_space = spaces.Discrete(int(action_space.n))
+        self.action_space = action_space
+        obs_space = env.single_observation_space
+        if isinstance(obs_space, spaces.Box) and obs_space.dtype == np.float64:
+            obs_space = spaces.Box(obs_space.low, obs_space.high, dtype=np.float32)
+        self.observation_space = obs_space
+        limit = kwargs.get("max_episode_steps", getattr(env.spec, "max_episode_steps", None))
+        limit = int(limit or 0)  # the vector env's spec ignores a max_episode_steps given
+        # What paac reads of an EnvPool spec.
+        self.spec = types.SimpleNamespace(
+            id=env_id, config=types.SimpleNamespace(max_episode_steps=limit)
+        )
+        self.config = dict(
+            num_envs=num_envs, seed=seed, max_episode_steps=limit, vectorization=vectorization
+        )
+
+    def reset(self) -> tuple[Any, dict]:
+        """``(obs [N, ...], info)``; the first call seeds environment ``i`` with ``seed + i``."""
+        seed, self._seed = self._seed, None
+        obs, info = self._env.reset(seed=seed)
+        return _float32(obs), {INFO_KEY: info}
+
+    def step(self, action) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Steps every environment with ``action [N]`` (in ``[0, n)``).
+
+        Returns:
+          ``(obs, reward, terminated, truncated, info)``: rewards float32 ``[N]``, flags
+          bool ``[N]``, and the environments' own info under :data:`INFO_KEY`.
+        """
+        action = np.asarray(action)
+        if self._start:
+            action = action + self._start
+        obs, reward, terminated, truncated, info = self._env.step(action)
+        return (
+            _float32(obs),
+            np.asarray(reward, np.float32),
+            np.asarray(terminated, bool),
+            np.asarray(truncated, bool),
+            {INFO_KEY: info},
+        )
+
+    def render(self, env_ids=(0,)) -> list[np.ndarray]:
+        """RGB frames ``[H, W, 3]`` of environments ``env_ids`` (made with
+        ``render_mode="rgb_array"``); a failure is a ConfigError naming ``--video``."""
+        envs = getattr(self._env, "envs", None)  # SyncVectorEnv: render only those asked
+        try:
+            if envs is not None:
+                frames = [envs[i].render() for i in env_ids]
+            else:
+                every = self._env.render()
+                frames = [every[i] for i in env_ids]
+        except Exception as e:  # e.g. a renderer whose dependency is missing (pygame)
+            raise ConfigError(
+                f"--video is invalid: {self.env_id!r} cannot render frames "
+                f"({type(e).__name__}: {first_line(e)})"
+            ) from None
+        if any(getattr(f, "ndim", 0) != 3 for f in frames):
+            raise ConfigError(
+                f"--video is invalid: {self.env_id!r} renders no RGB frames in "
+                "render_mode 'rgb_array'"
+            )
+        return frames
+
+    def close(self) -> None:
+        """Closes the environments (and, when async, their subprocesses)."""
+        self._env.close()
+
+
+def _float32(obs):
+    """float64 observations as float32 (paac's networks compute in float32)."""
+    if getattr(obs, "dtype", None) == np.float64:
+        return obs.astype(np.float32)
+    return obs
+
+
+def describe_space(space) -> str:
+    """A Gymnasium space in one short line: a Box by its shape and dtype, others as they print.
+
+    Composite spaces (Dict, Tuple) are described by their parts.
+    """
+    # Deferred on purpose: Gymnasium's spaces are imported once an environment exists.
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Box):
+        text = f"Box(shape={space.shape}, dtype={space.dtype})"
+    elif isinstance(space, spaces.Dict):
+        text = "Dict(" + ", ".join(f"{k!r}: {describe_space(v)}" for k, v in space.items()) + ")"
+    elif isinstance(space, spaces.Tuple):
+        text = "Tuple(" + ", ".join(describe_space(v) for v in space) + ")"
+    else:
+        text = " ".join(str(space).split())
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def env_spec(env, env_id: str = "") -> EnvSpec:
-    """Observation shape/dtype and the number of actions of an EnvPool environment.
+    """Observation shape/dtype and the number of actions of an environment.
 
     Args:
-      env: an EnvPool environment (:func:`make_env`).
-      env_id: its task id, for error messages (default: the name of ``env.spec``'s type).
+      env: an EnvPool environment or a :class:`GymnasiumEnv` (:func:`make_env`).
+      env_id: its task id, for error messages (default: the adapter's, or the name of
+        ``env.spec``'s type).
 
     Returns:
       :class:`paac.core.types.EnvSpec`: ``obs_shape``, ``obs_dtype``, ``num_actions`` and
-      ``is_image`` (observations of rank 3, stacked frames). A continuous action space,
-      or observations that are neither a vector nor stacked frames, is a ConfigError.
+      ``is_image`` (observations of rank 3, stacked frames). An action space that is not
+      Discrete (Box, MultiDiscrete, MultiBinary, ...), an observation space that is not a
+      Box (Dict, Tuple, Discrete, ...), or observations that are neither a vector nor
+      stacked frames, is a ConfigError naming the space.
     """
+    # Deferred on purpose: Gymnasium's spaces are imported once an environment exists
+    # (EnvPool's spaces are Gymnasium's too).
+    from gymnasium import spaces
+
     space = env.action_space
-    name = env_id or type(env.spec).__name__.removesuffix("EnvSpec")
-    if not hasattr(space, "n"):
+    name = env_id or getattr(env, "env_id", "") or type(env.spec).__name__.removesuffix("EnvSpec")
+    if not isinstance(space, spaces.Discrete):
+        kind = "continuous" if isinstance(space, spaces.Box) else "not Discrete"
         raise ConfigError(
-            f"--env={name!r} is invalid: its action space {space} is continuous; "
-            "paac's actor-critic supports discrete action spaces only"
+            f"--env={name!r} is invalid: its action space {describe_space(space)} is {kind}; "
+            "paac supports Discrete action spaces only"
         )
     obs_space = env.observation_space
-    shape = tuple(int(d) for d in (getattr(obs_space, "shape", None) or ()))
+    if not isinstance(obs_space, spaces.Box):
+        raise ConfigError(
+            f"--env={name!r} is invalid: its observation space {describe_space(obs_space)} "
+            "is not a Box; paac takes a Box of vectors or of stacked frames"
+        )
+    shape = tuple(int(d) for d in obs_space.shape)
     if len(shape) not in (1, 3):
         raise ConfigError(
             f"--env={name!r} is invalid: its observations ({type(obs_space).__name__} of shape "
