@@ -1,7 +1,9 @@
-"""Throughput benchmark: raw EnvPool, act-only, update-only and whole-loop steps/s.
+"""Throughput benchmark: raw environment, act-only, update-only and whole-loop steps/s.
 
-All rates are environment (agent) steps per second, measured in one process so that
-they can be compared as ratios. See ``experiments/benchmark.py``.
+The raw environment is EnvPool's, or a Gymnasium task's vector environment
+(``gymnasium:ID``, stepped as ``--vectorization`` says). All rates are environment (agent)
+steps per second, measured in one process so that they can be compared as ratios. See
+``experiments/benchmark.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import tyro
 from paac.algorithms.build import init_state, make_algorithm, network_for
 from paac.algorithms.common import check_finite, nonfinite_terms
 from paac.core.config import Config, ConfigError
+from paac.core.tasks import is_gymnasium
 from paac.core.xla_cpu import enable_ynn, ynn_enabled
 from paac.nets.layers import resolve_conv_impl
 from paac.run.envs import EpisodeStats, check_arch, env_spec, make_training_env
@@ -31,7 +34,7 @@ class BenchConfig:
     """Measure where the time of a PAAC run goes."""
 
     env: str = "Pong-v5"
-    """EnvPool task id."""
+    """EnvPool task id, or gymnasium:ID."""
     arch: str = "nips"
     """nips | nature | mlp."""
     algo: str = "a2c"
@@ -42,6 +45,8 @@ class BenchConfig:
     """Steps per environment per update."""
     num_threads: int = 0
     """EnvPool threads (0: EnvPool chooses)."""
+    vectorization: str = "sync"
+    """Gymnasium tasks: sync | async."""
     seconds: float = 60.0
     """Total measuring time, shared between the four measurements."""
     seed: int = 0
@@ -100,7 +105,7 @@ def _check(bench: BenchConfig) -> None:
 def run_benchmark(bench: BenchConfig) -> dict:
     """Measures ``bench``'s run and returns the figures (steps/s, shares, compile times).
 
-    ``bench.seconds`` is shared out: a quarter to raw EnvPool, an eighth each to act alone
+    ``bench.seconds`` is shared out: a quarter to the raw environment, an eighth each to act alone
     and to update alone, half to the whole loop, after the compilation of act and update.
     An impossible setting is a ConfigError.
     """
@@ -112,6 +117,7 @@ def run_benchmark(bench: BenchConfig) -> dict:
         n_envs=bench.n_envs,
         t_max=bench.t_max,
         num_threads=bench.num_threads,
+        vectorization=bench.vectorization,
         seed=bench.seed,
         total_steps=_total_steps(bench.n_envs * bench.t_max),
         mode=bench.mode,
@@ -131,7 +137,7 @@ def run_benchmark(bench: BenchConfig) -> dict:
     n = config.n_envs
     rng = np.random.default_rng(bench.seed)
 
-    # 1. The limit: raw EnvPool with random actions.
+    # 1. The limit: the raw environment with random actions.
     env.reset()
 
     def env_step():
@@ -178,7 +184,7 @@ def run_benchmark(bench: BenchConfig) -> dict:
     update_sps, unchecked_sps = (float(np.mean(r)) for r in rates.values())
 
     # 4. The whole loop: rollout and update, as in paac.run.train (logging aside), with the
-    # time of each part: EnvPool's step, act (dispatch, compute, the actions' return) and
+    # time of each part: the environment's step, act (dispatch, compute, the actions' return) and
     # the update (its inputs' transfer, compute). The rest is the loop's own Python.
     parts = {"env": 0.0, "act": 0.0, "update": 0.0}
 
@@ -227,6 +233,7 @@ def run_benchmark(bench: BenchConfig) -> dict:
         "n_envs": n,
         "t_max": bench.t_max,
         "num_threads": bench.num_threads,
+        "vectorization": bench.vectorization if is_gymnasium(bench.env) else None,
         "backend": jax.default_backend(),
         "device": str(jax.devices()[0]),
         "env_sps": round(env_sps, 1),
@@ -249,13 +256,14 @@ def run_benchmark(bench: BenchConfig) -> dict:
 
 def format_table(r: dict) -> str:
     """The figures of :func:`run_benchmark` as a small text table under a header line."""
+    raw = f"Gymnasium {r['vectorization']}" if r.get("vectorization") else "EnvPool"
     rows = [
-        ("raw EnvPool, random actions", f"{r['env_sps']:,.0f} steps/s"),
+        (f"raw {raw}, random actions", f"{r['env_sps']:,.0f} steps/s"),
         ("act only (forward on n_e)", f"{r['act_sps']:,.0f} steps/s"),
         ("update only (n_e x t_max batch)", f"{r['update_sps']:,.0f} steps/s"),
         ("its non-finite check", f"{r['finite_check_cost']:.1%} of the update's time"),
         ("whole training loop", f"{r['train_sps']:,.0f} steps/s"),
-        ("training / raw EnvPool", f"{r['train_vs_env']:.1%}"),
+        (f"training / raw {raw}", f"{r['train_vs_env']:.1%}"),
         (
             "loop time: env step, act, update",
             f"{r['loop_env_share']:.0%}, {r['loop_act_share']:.0%}, "
