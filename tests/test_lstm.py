@@ -1,6 +1,7 @@
 """A3C-LSTM: the recurrent actor-critic in the one loop (sync, a3c, ga3c)."""
 
 import shutil
+import types
 
 import jax
 import jax.numpy as jnp
@@ -190,3 +191,41 @@ def test_evaluation_carries_the_memory_through_whole_games(tmp_path):
         start, done_before = done_before, term | trunc
     env.close()
     assert stats["scores"] == scores
+
+
+class _LivesEnv:
+    """Two environments: a game of 6 steps, a life lost after steps 2 and 4 (env 0 only)."""
+
+    spec = types.SimpleNamespace(config=types.SimpleNamespace(max_episode_steps=0))
+
+    def __init__(self):
+        self.t = np.zeros(2, int)
+
+    def reset(self):
+        return np.zeros((2, 4), np.float32), {}
+
+    def step(self, actions):
+        self.t += 1
+        over = self.t % 7 == 6
+        lives = np.where([True, False], 3 - (self.t % 7) // 2, 3).clip(1)
+        info = {"lives": lives, "reward": np.ones(2), "terminated": over}
+        return np.zeros((2, 4), np.float32), np.ones(2), over, np.zeros(2, bool), info
+
+
+def test_evaluation_zeroes_the_memory_at_lost_lives_when_trained_so():
+    from paac.tools.evaluate import _play
+
+    for life_resets in (True, False):
+        starts = []
+
+        def act(params, obs, key, memory, start):
+            starts.append(np.asarray(start).copy())
+            return np.zeros(2, np.int32), key, memory
+
+        _play(_LivesEnv(), act, None, 4, 2, 0, None, None, (np.zeros((2, 1)),), life_resets)
+        starts = np.array(starts)[:8]  # the start flags given with the observation after step i
+        # Steps 1-6 are a game, step 7 the reset step, after which the next game starts.
+        assert starts[:, 1].tolist() == [True] + [False] * 6 + [True]
+        lost = (2, 4) if life_resets else ()  # environment 0 loses lives at steps 2 and 4
+        want = [True] + [i in lost for i in range(1, 7)] + [True]
+        assert starts[:, 0].tolist() == want, life_resets

@@ -222,7 +222,9 @@ def evaluate(
         if video is not None and fps is None:
             fps = video_fps(config.env, env.config.get("frame_skip"))
         memory = None if algorithm.memory is None else algorithm.memory(n)
-        result = _play(env, act, params, episodes, n, seed, video, fps, memory)
+        # Trained with episodic life, the memory never outlived a life: nor does it here.
+        life_resets = memory is not None and is_atari(config.env) and config.episodic_life
+        result = _play(env, act, params, episodes, n, seed, video, fps, memory, life_resets)
     finally:
         env.close()
     problems = []
@@ -339,15 +341,18 @@ def _play(
     video: str | None,
     fps: float | None,
     memory=None,
+    life_resets: bool = False,
 ) -> dict:
     """Plays the games; a recurrent policy's ``memory`` is carried through each whole game
-    and zeroed on the first observation of the next (after the reset step)."""
+    and zeroed on the first observation of the next (after the reset step), and with
+    ``life_resets`` on the first observation after a lost life too."""
     quota = np.full(n, episodes // n) + (np.arange(n) < episodes % n)
     played = np.zeros(n, np.int64)
     returns = np.zeros(n, np.float64)
     lengths = np.zeros(n, np.int64)
     done_before = np.zeros(n, bool)
     start = np.ones(n, bool)
+    previous_lives = None  # known from the first step on
     scores: list[float] = []
     game_lengths: list[int] = []
     key = jax.random.PRNGKey(seed)
@@ -382,6 +387,11 @@ def _play(
             returns[over] = 0.0
             lengths[over] = 0
             start = done_before  # after a reset step: a new game's first observation
+            if life_resets and "lives" in info:
+                lives = np.asarray(info["lives"])
+                if previous_lives is not None:
+                    start = start | (lives < previous_lives)
+                previous_lives = lives
             done_before = np.asarray(terminated, bool) | np.asarray(truncated, bool)
     finally:
         if recording is not None:
