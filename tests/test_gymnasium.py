@@ -27,7 +27,15 @@ from paac.tools.presets import CONTROL
 from tests import gym_envs
 from tests.conftest import ROOT, run_script
 from tests.test_checkpoints import CARTPOLE, assert_same_logs
-from tests.test_distributed import _assert_close, _assert_same_rows, _env, _leaves, _rows
+from tests.test_distributed import (
+    _assert_close,
+    _assert_same_rows,
+    _env,
+    _finish,
+    _launch,
+    _leaves,
+    _rows,
+)
 
 CORRIDOR = "gymnasium:tests.gym_envs:Corridor-v0"
 LEFT, STAY, RIGHT = 0, 1, 2  # paac's actions; the corridor's are -1, 0, +1
@@ -365,6 +373,24 @@ def test_two_devices_train_as_one(straight, tmp_path):
     theirs = np.load(tmp_path / "state.npz")
     _assert_close([theirs[k] for k in theirs.files], _leaves(straight.state))
     _assert_same_rows(_rows(str(tmp_path / GYM_CARTPOLE["env"] / "two")), _rows(straight.run_dir))
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one(tmp_path):
+    """experiments/control.py as two processes under jax.distributed, 4 environments each
+    (process 1's seeded from seed + 4, in every segment), equals its config trained here in
+    one process with 8."""
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in GYM_CARTPOLE.items()]
+    errs = _finish(_launch(tmp_path, "mp", *flags))
+    run_dir = tmp_path / GYM_CARTPOLE["env"] / "mp"
+    assert "paac: finished at step 8,000" in errs[0], errs
+    saved = Config.from_dict(json.loads((run_dir / "config.json").read_text()))
+    assert saved.num_processes == 2
+    one = dataclasses.replace(
+        saved, coordinator_address=None, num_processes=None, process_id=None,
+        out_dir=str(tmp_path / "one"), run_name="one",
+    )  # fmt: skip
+    _assert_same_rows(_rows(str(run_dir)), _rows(train(one, progress=False).run_dir))
 
 
 # --- The tools --------------------------------------------------------------------------
