@@ -39,6 +39,15 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
     "Acrobot-v1": {},
     "MountainCar-v0": {"total_steps": 1_000_000, "log_interval": 10_000},
     "LunarLander-v3": {"total_steps": 1_000_000, "log_interval": 10_000},
+    # A memory task (docs/lstm.md): run with --lstm-cells 64. t_max 16 (a longer BPTT) and
+    # both normalisations: 400 within 250k steps on seeds 0-2, against 1M and under 60 at t_max 5.
+    "CartPoleNoVel-v1": {
+        "t_max": 16,
+        "normalize_obs": True,
+        "normalize_reward": True,
+        "total_steps": 1_000_000,
+        "log_interval": 10_000,
+    },
 }
 """Each task's settings over :data:`CONTROL`, the preset named after its task."""
 
