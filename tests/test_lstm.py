@@ -1,5 +1,7 @@
 """A3C-LSTM: the recurrent actor-critic in the one loop (sync, a3c, ga3c)."""
 
+import csv
+import json
 import shutil
 import types
 
@@ -218,7 +220,7 @@ def test_evaluation_zeroes_the_memory_at_lost_lives_when_trained_so():
     for life_resets in (True, False):
         starts = []
 
-        def act(params, obs, key, memory, start):
+        def act(params, obs, key, memory, start, starts=starts):
             starts.append(np.asarray(start).copy())
             return np.zeros(2, np.int32), key, memory
 
@@ -229,3 +231,56 @@ def test_evaluation_zeroes_the_memory_at_lost_lives_when_trained_so():
         lost = (2, 4) if life_resets else ()  # environment 0 loses lives at steps 2 and 4
         want = [True] + [i in lost for i in range(1, 7)] + [True]
         assert starts[:, 0].tolist() == want, life_resets
+
+
+def test_cartpole_without_velocities_keeps_position_and_angle():
+    full, novel = make_env("CartPole-v1", 3, seed=4), make_env("CartPoleNoVel-v1", 3, seed=4)
+    a, _ = full.reset()
+    b, _ = novel.reset()
+    np.testing.assert_array_equal(b, a[:, [0, 2]])
+    for t in range(30):
+        actions = np.array([t % 2, 1, 0], np.int32)
+        a, ra, ta, _, _ = full.step(actions)
+        b, rb, tb, _, _ = novel.step(actions)
+        np.testing.assert_array_equal(b, a[:, [0, 2]])
+        np.testing.assert_array_equal(ra, rb)
+        np.testing.assert_array_equal(ta, tb)
+    assert novel.observation_space.shape == (2,)
+    np.testing.assert_array_equal(novel.observation_space.high, full.observation_space.high[[0, 2]])
+    full.close()
+    novel.close()
+
+
+def _rows(run_dir) -> list[dict]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _novel_run(tmp_path, seed: int, cells: int):
+    args = ["--env", "CartPoleNoVel-v1", "--lstm-cells", str(cells), "--seed", str(seed),
+            "--out-dir", str(tmp_path), "--run-name", f"l{cells}-s{seed}",
+            "--target-score", "400", "--checkpoint-interval", "0"]  # fmt: skip
+    assert main(CONTROL, args, presets=True) == 0
+    config = Config.from_dict(json.loads((tmp_path / "CartPoleNoVel-v1" / f"l{cells}-s{seed}" /
+                                          "config.json").read_text()))  # fmt: skip
+    rows = _rows(tmp_path / "CartPoleNoVel-v1" / f"l{cells}-s{seed}")
+    return config, rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_lstm_learns_cartpole_without_velocities(tmp_path, seed):
+    """With its memory the agent reaches a last-20 mean of 400 within 1M steps."""
+    config, rows = _novel_run(tmp_path, seed, 64)
+    assert config.total_steps <= 1_000_000 and config.lstm_cells == 64
+    assert float(rows[-1]["score_last20"]) >= 400.0, rows[-1]
+    assert int(rows[-1]["step"]) < 1_000_000
+
+
+@pytest.mark.slow
+def test_without_memory_cartpole_without_velocities_is_not_learnt(tmp_path):
+    """The contrast: the feed-forward MLP, same settings and budget, stays below 200."""
+    config, rows = _novel_run(tmp_path, 0, 0)
+    assert config.lstm_cells == 0
+    assert int(rows[-1]["step"]) == config.num_updates * config.batch_size  # the whole budget
+    assert max(float(r["score_last20"]) for r in rows if r["score_last20"]) < 200.0

@@ -31,10 +31,20 @@ def _envpool():
     return envpool
 
 
+FILTERED_TASKS: dict[str, tuple[str, tuple[int, ...]]] = {
+    # rl-zoo's velocity-free CartPole: cart position and pole angle only. A policy needs a
+    # memory (--lstm-cells) to infer the velocities.
+    "CartPoleNoVel-v1": ("CartPole-v1", (0, 2)),
+}
+"""Tasks paac makes from an EnvPool task by keeping some observation entries:
+``{id: (EnvPool id, kept indices)}``."""
+
+
 @functools.cache
 def known_env_ids() -> frozenset[str]:
-    """Every task id EnvPool registers (``envpool.list_all_envs()``)."""
-    return frozenset(_envpool().list_all_envs())
+    """Every task id paac makes from EnvPool: ``envpool.list_all_envs()``, and
+    :data:`FILTERED_TASKS`."""
+    return frozenset(_envpool().list_all_envs()) | frozenset(FILTERED_TASKS)
 
 
 @functools.cache
@@ -44,7 +54,7 @@ def is_atari(env_id: str) -> bool:
     False for a task whose spec cannot be built here (its creation then fails with the
     reason).
     """
-    if is_gymnasium(env_id):
+    if is_gymnasium(env_id) or env_id in FILTERED_TASKS:
         return False
     try:
         fields = _envpool().make_spec(env_id).config._fields

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from paac.core.config import IMAGE_ARCHS, Config, ConfigError, first_line
-from paac.core.tasks import gymnasium_id, is_atari, is_gymnasium
+from paac.core.tasks import FILTERED_TASKS, gymnasium_id, is_atari, is_gymnasium
 from paac.core.types import EnvSpec
 from paac.nets.networks import conv_output_size, min_frame_size
 
@@ -82,6 +82,19 @@ def make_env(
             "Gymnasium tasks (gymnasium:ID); EnvPool steps its own in its threads "
             "(--num-threads)"
         )
+    if env_id in FILTERED_TASKS:
+        base, keep = FILTERED_TASKS[env_id]
+        env = make_env(
+            base,
+            num_envs,
+            seed,
+            training=training,
+            episodic_life=episodic_life,
+            reward_clip=reward_clip,
+            num_threads=num_threads,
+            **kwargs,
+        )
+        return ObservationFilter(env, keep, env_id)
     # Deferred on purpose, as in paac.core.tasks: EnvPool takes about 2 s to import.
     import envpool
 
@@ -107,6 +120,35 @@ def make_env(
             f"--env={env_id!r} is invalid: EnvPool could not create it "
             f"({type(e).__name__}: {first_line(e)})"
         ) from None
+
+
+class ObservationFilter:
+    """An environment that keeps only the observation entries ``keep`` of another
+    (:data:`paac.core.tasks.FILTERED_TASKS`); everything else is the wrapped one's."""
+
+    def __init__(self, env, keep: tuple[int, ...], env_id: str):
+        # Deferred on purpose: Gymnasium's spaces are imported once an environment exists.
+        from gymnasium import spaces
+
+        self.env, self.keep, self.env_id = env, list(keep), env_id
+        space = env.observation_space
+        self.observation_space = spaces.Box(
+            space.low[self.keep], space.high[self.keep], dtype=space.dtype
+        )
+
+    def __getattr__(self, name: str):
+        return getattr(self.env, name)
+
+    def reset(self, *args, **kwargs):
+        obs, info = self.env.reset(*args, **kwargs)
+        return obs[:, self.keep], info
+
+    def step(self, actions):
+        obs, *rest = self.env.step(actions)
+        return (obs[:, self.keep], *rest)
+
+    def close(self) -> None:
+        self.env.close()
 
 
 def make_training_env(
