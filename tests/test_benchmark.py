@@ -51,6 +51,18 @@ def test_benchmark_async_mode(script):
     assert "mode=a3c(W=2)" in out.stdout
 
 
+@pytest.mark.parametrize("mode", ["sync", "a3c"])
+def test_benchmark_of_an_lstm(script, mode):
+    out = script(
+        "benchmark.py", "--env", "CartPole-v1", "--arch", "mlp", "--n-envs", "4",
+        "--t-max", "5", "--seconds", "1", "--lstm-cells", "8", "--mode", mode,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["lstm_cells"] == 8 and result["train_sps"] > 0 and result["act_sps"] > 0
+    assert "arch=mlp+lstm8" in out.stdout
+
+
 def test_benchmark_bad_sizes_are_one_line(script):
     """Sizes the benchmark checks itself: they gave a ZeroDivisionError, a flag it does not
     have (--total-steps), or (--seconds nan) a measurement that never ended."""

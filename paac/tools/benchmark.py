@@ -26,7 +26,7 @@ from paac.core.xla_cpu import enable_ynn, ynn_enabled
 from paac.nets.layers import resolve_conv_impl
 from paac.run.envs import EpisodeStats, check_arch, env_spec, make_training_env
 from paac.run.memory import check_state_fits
-from paac.run.rollout import RolloutCarry, collect_rollout
+from paac.run.rollout import collect_rollout, initial_carry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +57,8 @@ class BenchConfig:
     """a3c: workers (None: n_envs)."""
     policy_lag: int = 2
     """ga3c: policy lag in updates."""
+    lstm_cells: int = 0
+    """LSTM cells after the torso (0: feed-forward)."""
 
 
 _TIMED = ("obs", "action", "reward", "terminated", "truncated", "mask")
@@ -123,6 +125,7 @@ def run_benchmark(bench: BenchConfig) -> dict:
         mode=bench.mode,
         workers=bench.workers,
         policy_lag=bench.policy_lag,
+        lstm_cells=bench.lstm_cells,
     )
     share = bench.seconds / 8
     env = make_training_env(config)
@@ -150,16 +153,23 @@ def run_benchmark(bench: BenchConfig) -> dict:
     key = jax.random.PRNGKey(config.seed)
     state = init_state(config, network, spec, key)
     act = jax.jit(algorithm.act)
+    # A recurrent algorithm acts on (and carries) each environment's memory too.
+    memory = None if algorithm.memory is None else jax.tree.map(np.asarray, algorithm.memory(n))
+    recurrent = () if memory is None else (memory, np.ones(n, bool))
     update = jax.jit(check_finite(algorithm.update))  # as the training loop runs it
     unchecked = jax.jit(algorithm.update)
     obs, _ = env.reset()
     t0 = time.perf_counter()
-    jax.block_until_ready(act(state, obs, key))
+    jax.block_until_ready(act(state, obs, key, *recurrent))
     act_compile = time.perf_counter() - t0
     stats = EpisodeStats(n)
-    carry = RolloutCarry(key, obs, np.zeros(n, bool))
+    carry = initial_carry(key, obs, memory)
     batch, carry = collect_rollout(env, act, state, carry, stats, 1, algorithm.lookahead)
     batch = batch._replace(**{f: np.repeat(getattr(batch, f), config.t_max, 0) for f in _TIMED})
+    if memory is not None:
+        batch = batch._replace(
+            start=np.repeat(batch.start, config.t_max + 1, 0)[: config.t_max + 1]
+        )
     t0 = time.perf_counter()
     jax.block_until_ready(update(state, batch))
     update_compile = time.perf_counter() - t0
@@ -167,7 +177,7 @@ def run_benchmark(bench: BenchConfig) -> dict:
 
     # 3. Act alone and update alone.
     def act_only():
-        jax.block_until_ready(act(state, carry.obs, carry.key))
+        jax.block_until_ready(act(state, carry.obs, carry.key, *recurrent))
 
     def update_only():
         jax.block_until_ready(update(state, batch))
@@ -197,10 +207,12 @@ def run_benchmark(bench: BenchConfig) -> dict:
 
     def timed_act(*args):
         t = time.perf_counter()
-        actions, key = act(*args)
+        actions, *rest = act(*args)  # (key) or, recurrent, (key, memory)
         actions = np.asarray(actions)  # waits for the device, as the rollout does
+        if memory is not None:
+            rest[1] = jax.tree.map(np.asarray, rest[1])  # the memory, as the rollout keeps it
         parts["act"] += time.perf_counter() - t
-        return actions, key
+        return (actions, *rest)
 
     loop = {"state": state, "carry": carry}
 
@@ -230,6 +242,7 @@ def run_benchmark(bench: BenchConfig) -> dict:
         "mode": bench.mode,
         "workers": config.num_workers if bench.mode == "a3c" else None,
         "policy_lag": bench.policy_lag if bench.mode == "ga3c" else None,
+        "lstm_cells": bench.lstm_cells,
         "n_envs": n,
         "t_max": bench.t_max,
         "num_threads": bench.num_threads,
@@ -277,8 +290,9 @@ def format_table(r: dict) -> str:
         mode += f"(W={r['workers']})"
     if r.get("policy_lag") is not None:
         mode += f"(lag={r['policy_lag']})"
+    lstm = f"+lstm{r['lstm_cells']}" if r.get("lstm_cells") else ""
     head = (
-        f"{r['env']}  arch={r['arch']}  mode={mode}  n_e={r['n_envs']}  t_max={r['t_max']}  "
+        f"{r['env']}  arch={r['arch']}{lstm}  mode={mode}  n_e={r['n_envs']}  t_max={r['t_max']}  "
         f"backend={r['backend']}  ynn={r['xla_cpu_ynn']}  conv={r['conv_impl']}"
     )
     width = max(len(a) for a, _ in rows)
