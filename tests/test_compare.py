@@ -128,6 +128,24 @@ def test_compare_async_writes_plot_and_table(script, tmp_path):
     assert md.read_text() == table
 
 
+@pytest.mark.slow
+def test_compare_async_of_an_lstm(script, tmp_path):
+    """--lstm-cells reaches every mode's run: sync, a3c and ga3c with the same LSTM."""
+    out = script(
+        "compare_async.py", "--env", "CartPoleNoVel-v1", "--seeds", "0", "--total-steps",
+        "1024", "--n-envs", "4", "--t-max", "16", "--log-interval", "256", "--workers", "2",
+        "--lstm-cells", "8", "--compare-dir", str(tmp_path),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "comparison.json").read_text())
+    assert sorted(r["mode"] for r in data["runs"]) == ["a3c", "ga3c", "sync"]
+    for r in data["runs"]:
+        with open(os.path.join(r["run_dir"], "config.json")) as f:
+            config = json.load(f)
+        assert config["lstm_cells"] == 8 and config["env"] == "CartPoleNoVel-v1"
+        assert r["steps"] == 1024
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
