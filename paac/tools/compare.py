@@ -69,7 +69,15 @@ def mode_label(config: Config) -> str:
 def _comparable(config: Config) -> dict:
     """The parts of a config that decide a run's result (not where it is written)."""
     d = config.to_dict()
-    for k in ("out_dir", "run_name", "resume", "num_threads", "log_interval", "keep"):
+    for k in (
+        "out_dir",
+        "run_name",
+        "resume",
+        "num_threads",
+        "vectorization",
+        "log_interval",
+        "keep",
+    ):
         d.pop(k)
     return d
 
