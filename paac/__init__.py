@@ -35,7 +35,8 @@ The running system (``paac.run``)
   ``RolloutCarry``: one rollout. ``segment_env_seed``: the environments' seed after each
   interval checkpoint. ``make_env``, ``make_training_env``, ``env_spec``, ``EpisodeStats``:
   EnvPool environments and whole-game scores. ``Checkpointer``, ``read_meta``,
-  ``CheckpointError``: orbax checkpoints of a run. ``DataParallel``, ``make_mesh``:
+  ``CheckpointError``: orbax checkpoints of a run. ``export_agent``, ``load_agent``,
+  ``Agent``: a trained agent as a small folder, without its checkpoints. ``DataParallel``, ``make_mesh``:
   several devices and processes.
 
 Tools (``paac.tools``)
@@ -64,6 +65,7 @@ from paac.nets.networks import ActorCritic, QNetwork, make_network, make_torso
 from paac.ops.losses import A2CLossTerms, a2c_loss, explained_variance, masked_mean
 from paac.ops.normalize import RunningMoments, discounted_returns, normalize, update_moments
 from paac.ops.returns import batched_gae, batched_nstep_returns, gae, nstep_returns, valid_mask
+from paac.run.agents import Agent, export_agent, load_agent
 from paac.run.checkpoints import Checkpointer, CheckpointError, read_meta
 from paac.run.distributed import DataParallel, make_mesh
 from paac.run.envs import EpisodeStats, env_spec, make_env, make_training_env
@@ -140,6 +142,9 @@ __all__ = [
     "Checkpointer",
     "read_meta",
     "CheckpointError",
+    "export_agent",
+    "load_agent",
+    "Agent",
     "DataParallel",
     "make_mesh",
     # tools
