@@ -168,16 +168,22 @@ def two_device_results(out: str) -> None:
         json.dump(results, f)
 
 
-@pytest.fixture(scope="module")
-def two_devices(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("two-devices"))
-    code = f"from tests.test_distributed import two_device_results; two_device_results({out!r})"
+def run_on_two_devices(code: str) -> None:
+    """Runs Python ``code`` in a subprocess whose JAX has two CPU devices; it must succeed."""
     env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def two_devices(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("two-devices"))
+    run_on_two_devices(
+        f"from tests.test_distributed import two_device_results; two_device_results({out!r})"
+    )
     with open(os.path.join(out, "results.json")) as f:
         return out, json.load(f)
 

@@ -8,8 +8,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import gymnasium
 import jax
@@ -25,16 +23,16 @@ from paac.tools.compare import run_comparison, write_comparison
 from paac.tools.evaluate import evaluate
 from paac.tools.presets import CONTROL
 from tests import gym_envs
-from tests.conftest import ROOT, run_script
+from tests.conftest import run_script
 from tests.test_checkpoints import CARTPOLE, assert_same_logs
 from tests.test_distributed import (
     _assert_close,
     _assert_same_rows,
-    _env,
     _finish,
     _launch,
     _leaves,
     _rows,
+    run_on_two_devices,
 )
 
 CORRIDOR = "gymnasium:tests.gym_envs:Corridor-v0"
@@ -363,13 +361,9 @@ def two_device_run(out: str) -> None:
 
 @pytest.mark.slow
 def test_two_devices_train_as_one(straight, tmp_path):
-    code = f"from tests.test_gymnasium import two_device_run; two_device_run({str(tmp_path)!r})"
-    env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_on_two_devices(
+        f"from tests.test_gymnasium import two_device_run; two_device_run({str(tmp_path)!r})"
+    )
     theirs = np.load(tmp_path / "state.npz")
     _assert_close([theirs[k] for k in theirs.files], _leaves(straight.state))
     _assert_same_rows(_rows(str(tmp_path / GYM_CARTPOLE["env"] / "two")), _rows(straight.run_dir))
