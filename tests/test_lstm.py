@@ -284,3 +284,18 @@ def test_without_memory_cartpole_without_velocities_is_not_learnt(tmp_path):
     assert config.lstm_cells == 0
     assert int(rows[-1]["step"]) == config.num_updates * config.batch_size  # the whole budget
     assert max(float(r["score_last20"]) for r in rows if r["score_last20"]) < 200.0
+
+
+@pytest.mark.slow
+def test_pong_with_an_lstm_of_256_cells_trains(script, tmp_path):
+    """The A3C-LSTM network on Atari: `atari.py --env Pong-v5 --lstm-cells 256` runs (two
+    updates of the defaults' n_e 32 x t_max 5)."""
+    out = script(
+        "atari.py", "--env", "Pong-v5", "--lstm-cells", "256", "--total-steps", "320",
+        "--out-dir", str(tmp_path), "--run-name", "lstm", timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_dir = tmp_path / "Pong-v5" / "lstm"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["lstm_cells"] == 256 and config["arch"] == "nips"
+    assert _rows(run_dir)[-1]["step"] == "320"
