@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from paac.algorithms.a2c import make_forward
+from paac.algorithms.a2c import make_a2c_grad, make_forward
 from paac.algorithms.build import init_state, make_algorithm, network_for
 from paac.core.config import Config, ConfigError
 from paac.core.types import EnvSpec
@@ -299,3 +299,37 @@ def test_pong_with_an_lstm_of_256_cells_trains(script, tmp_path):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["lstm_cells"] == 256 and config["arch"] == "nips"
     assert _rows(run_dir)[-1]["step"] == "320"
+
+
+@pytest.mark.parametrize("gae_lambda", [None, 0.9])
+def test_lstm_targets_are_the_returns_of_its_own_values(gae_lambda):
+    """The recurrent update's value targets are n-step returns (or GAE) of the values it
+    recomputed: checked against a plain NumPy loop over the rollout."""
+    cfg = Config(**LSTM, gae_lambda=gae_lambda)
+    network = network_for(cfg, SPEC)
+    state = init_state(cfg, network, SPEC, jax.random.PRNGKey(0))
+    env = make_env("CartPole-v1", 4, seed=5, max_episode_steps=4)
+    algorithm = make_algorithm(cfg, network, SPEC)
+    obs, _ = env.reset()
+    carry = initial_carry(jax.random.PRNGKey(1), obs, algorithm.memory(4))
+    act = jax.jit(algorithm.act)
+    for _ in range(2):
+        batch, carry = collect_rollout(env, act, state, carry, EpisodeStats(4), cfg.t_max)
+    env.close()
+    _, (_, values, returns) = jax.jit(make_a2c_grad(cfg, network))(state.params, batch)
+    _, _, v_boot = make_forward(network)(state.params, batch)
+    v, v_boot = np.asarray(values, np.float64), np.asarray(v_boot, np.float64)
+    lam = 1.0 if gae_lambda is None else gae_lambda
+    want = np.zeros_like(v)
+    for i in range(4):
+        adv = 0.0
+        for t in reversed(range(cfg.t_max)):
+            nxt = v_boot[i] if t == cfg.t_max - 1 else v[t + 1, i]
+            discount = 0.0 if batch.terminated[t, i] else cfg.gamma
+            delta = batch.reward[t, i] + discount * nxt - v[t, i]
+            done = batch.terminated[t, i] or batch.truncated[t, i]
+            # At a done step the next value is the final observation's (truncation) or 0.
+            adv = delta + (0.0 if done else discount * lam * adv)
+            want[t, i] = adv + v[t, i]
+    real = batch.mask > 0
+    np.testing.assert_allclose(np.asarray(returns)[real], want[real], rtol=1e-5, atol=1e-5)
