@@ -174,3 +174,32 @@ def test_resume_keeps_the_saved_config_and_refuses_another_preset(tiny_run, caps
     assert parse("--resume", str(tiny_run), "--preset", "Acrobot-v1").preset == "Acrobot-v1"
     err = refused(capsys, "--resume", str(tiny_run), "--preset", "control")
     assert "--preset='control' is invalid with --resume" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "task, target, stop", [("CartPole-v1", 500.0, True), ("Acrobot-v1", -100.0, False)]
+)
+def test_the_preset_learns_its_task(script, tmp_path, task, target, stop):
+    """Learning test: ``control.py --env TASK`` with its preset, seed 0, reaches the target
+    (a last-20 mean of the training games) within the preset's budget of 500k steps, and its
+    greedy policy scores at least the target over 20 games. CartPole-v1 stops at the target
+    (--target-score; about 170k steps), Acrobot-v1 trains its whole budget."""
+    from paac.tools.evaluate import evaluate
+
+    stopping = ["--target-score", str(target)] if stop else []
+    out = script(
+        "control.py", "--env", task, "--seed", "0", *stopping, "--out-dir", str(tmp_path),
+        "--run-name", "learn",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    run_dir = tmp_path / task / "learn"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["preset"] == task and config["total_steps"] == 500_000
+    with open(run_dir / "metrics.csv", newline="") as f:
+        last = list(csv.DictReader(f))[-1]
+    steps, score = int(last["step"]), float(last["score_last20"])
+    stats = evaluate(str(run_dir), episodes=20, greedy=True)
+    print(f"{task}: last-20 mean {score} at step {steps}; greedy {stats['mean']}")
+    assert score >= target and steps <= 500_000, last
+    assert stats["mean"] >= target, stats["scores"]
