@@ -23,8 +23,8 @@ from paac.tools.presets import (
 )
 
 DISCRETE_CONTROL_TASKS = (
-    "CartPole-v0", "CartPole-v1", "Acrobot-v1", "MountainCar-v0", "LunarLander-v2",
-    "LunarLander-v3",
+    "CartPole-v0", "CartPole-v1", "phys2d/CartPole-v0", "phys2d/CartPole-v1", "Acrobot-v1",
+    "MountainCar-v0", "LunarLander-v2", "LunarLander-v3",
 )  # fmt: skip
 """EnvPool's classic-control and Box2D tasks with discrete actions: each has a preset."""
 

@@ -60,7 +60,12 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
 """Each task's settings over :data:`CONTROL`, the preset named after its task
 (docs/presets.md has what was measured)."""
 
-SHARED_PRESETS: dict[str, str] = {"CartPole-v0": "CartPole-v1", "LunarLander-v2": "LunarLander-v3"}
+SHARED_PRESETS: dict[str, str] = {
+    "CartPole-v0": "CartPole-v1",
+    "phys2d/CartPole-v0": "CartPole-v1",
+    "phys2d/CartPole-v1": "CartPole-v1",
+    "LunarLander-v2": "LunarLander-v3",
+}
 """Tasks that take another version's preset: task -> preset name."""
 
 
