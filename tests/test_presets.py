@@ -203,3 +203,21 @@ def test_the_preset_learns_its_task(script, tmp_path, task, target, stop):
     print(f"{task}: last-20 mean {score} at step {steps}; greedy {stats['mean']}")
     assert score >= target and steps <= 500_000, last
     assert stats["mean"] >= target, stats["scores"]
+
+
+@pytest.mark.slow
+def test_presets_table_trains_tabulates_and_reads_a_finished_run_back(script, tmp_path):
+    """A smoke run of experiments/presets_table.py at minimal size, run twice: the second
+    time the finished run is only read (resumed at its end) and gives the same row."""
+    args = ["--tasks", "CartPole-v1", "--seeds", "0", "--episodes", "2", "--total-steps",
+            "800", "--log-interval", "400", "--out-dir", str(tmp_path)]  # fmt: skip
+    first = script("presets_table.py", *args)
+    assert first.returncode == 0, first.stderr
+    table = (tmp_path / "presets.md").read_text().splitlines()
+    assert table[0].startswith("| task | preset | seed | steps | wall time | last-20 mean |")
+    assert len(table) == 3 and table[2].startswith("| CartPole-v1 | CartPole-v1 | 0 | 800 | ")
+    config = json.loads((tmp_path / "CartPole-v1" / "CartPole-v1-s0" / "config.json").read_text())
+    assert config["preset"] == "CartPole-v1" and config["total_steps"] == 800
+    again = script("presets_table.py", *args)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "presets.md").read_text().splitlines() == table
