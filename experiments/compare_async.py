@@ -97,6 +97,11 @@ def _parse_own_flags(argv) -> tuple[argparse.Namespace, list[str]]:
         ("--mode", "the comparison sets it for each run; use --modes"),
         ("--run-name", "the comparison names its runs <mode>-s<seed>"),
         ("--resume", "the same command again resumes the comparison's own runs"),
+        (
+            "--preset",
+            "the comparison trains --env's preset (classic control: with 300k steps "
+            "and clip 40); give its flags to change it",
+        ),
     ):
         if training in given:
             raise ConfigError(f"{training} is invalid here: {how}")

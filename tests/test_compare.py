@@ -159,6 +159,7 @@ def test_compare_async_of_an_lstm(script, tmp_path):
         (("--mode=a3c",), "--mode is invalid here: the comparison sets it for each run"),
         (("--run_name", "x"), "--run-name is invalid here: the comparison names its runs"),
         (("--resume", "x"), "--resume is invalid here: the same command again resumes"),
+        (("--preset", "atari"), "--preset is invalid here: the comparison trains --env's preset"),
         # Found before any run trains: sync with --algo q is possible, a3c is not.
         (("--seeds", "0", "--algo", "q"), "--mode='a3c' is invalid: the async modes are for"),
     ],
