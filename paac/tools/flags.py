@@ -20,8 +20,10 @@ HEADER = """\
 
 Generated from the docstrings of `paac.Config` by `python -m paac.tools.flags docs/flags.md`;
 do not edit by hand. `experiments/atari.py` and `experiments/control.py` take every flag below
-(`--help` prints the same text); the two columns are their defaults, and `experiments/control.py`
-changes only those it lists. A boolean flag `--x` has its opposite `--no-x`. Impossible values
+(`--help` prints the same text); the two columns are the `atari` and `control` presets, and
+`experiments/control.py` changes only those it lists. Each script trains `--env`'s own preset
+when it has one (Acrobot-v1, LunarLander-v3, ...: [presets](presets.md)), whose values
+`--help` then shows. A boolean flag `--x` has its opposite `--no-x`. Impossible values
 stop the run before any work, with one line naming the flag, the value and what is allowed, and
 exit code 2. `experiments/evaluate.py`, `plot.py`, `benchmark.py` and `compare_async.py` take
 their own flags: see their `--help`.
