@@ -273,6 +273,7 @@ def test_the_lstm_learns_cartpole_without_velocities(tmp_path, seed):
     """With its memory the agent reaches a last-20 mean of 400 within 1M steps."""
     config, rows = _novel_run(tmp_path, seed, 64)
     assert config.total_steps <= 1_000_000 and config.lstm_cells == 64
+    assert config.preset == "CartPoleNoVel-v1" and config.t_max == 16  # the task's preset
     assert float(rows[-1]["score_last20"]) >= 400.0, rows[-1]
     assert int(rows[-1]["step"]) < 1_000_000
 
