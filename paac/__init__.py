@@ -36,8 +36,8 @@ The running system (``paac.run``)
   interval checkpoint. ``make_env``, ``make_training_env``, ``env_spec``, ``EpisodeStats``:
   EnvPool environments and whole-game scores. ``Checkpointer``, ``read_meta``,
   ``CheckpointError``: orbax checkpoints of a run. ``export_agent``, ``load_agent``,
-  ``Agent``: a trained agent as a small folder, without its checkpoints. ``DataParallel``, ``make_mesh``:
-  several devices and processes.
+  ``Agent``: a trained agent as a small folder, without its checkpoints. ``DataParallel``,
+  ``make_mesh``: several devices and processes.
 
 Tools (``paac.tools``)
   ``evaluate``: play a checkpoint. ``run_comparison``, ``write_comparison``,

@@ -468,7 +468,7 @@ def test_evaluate_cartpole_with_videos(straight, tmp_path):
     out = _eval_cli(straight.run_dir, "--episodes", "3", "--video", str(gif), "--seed", "7")
     assert out.returncode == 0, out.stderr
     assert "score  mean" in out.stdout and "3 games" in out.stdout
-    with open(os.path.join(straight.run_dir, "eval-8000.json")) as f:
+    with open(os.path.join(straight.run_dir, "eval-8000-sampled.json")) as f:
         stats = json.load(f)
     assert len(stats["scores"]) == 3 and stats["steps"] == sum(stats["lengths"])
     assert stats["mean"] == pytest.approx(np.mean(stats["scores"]))
@@ -515,8 +515,8 @@ def test_evaluate_reports_what_it_played_when_an_output_cannot_be_written(
     be written costs neither the report nor the other output, and is named on stderr."""
     run = tmp_path / "run"
     shutil.copytree(straight.run_dir, run)
-    (run / "eval-8000.json").unlink(missing_ok=True)  # from another test's evaluation
-    (run / "eval-8000.json").mkdir()  # in the way of the JSON
+    (run / "eval-8000-sampled.json").unlink(missing_ok=True)  # from another test's evaluation
+    (run / "eval-8000-sampled.json").mkdir()  # in the way of the JSON
     (tmp_path / "play.partial.gif").mkdir()  # in the way of the video, while written
     video = tmp_path / "play.gif"
     out = _eval_cli(str(run), "--episodes", "2", "--video", str(video))
@@ -524,13 +524,16 @@ def test_evaluate_reports_what_it_played_when_an_output_cannot_be_written(
     assert "score  mean" in out.stdout and "2 games" in out.stdout
     errors = out.stderr.strip().splitlines()
     assert errors[-2].startswith("paac: error: cannot write the video") and "play.gif" in errors[-2]
-    assert errors[-1].startswith("paac: error: cannot write") and "eval-8000.json" in errors[-1]
+    assert (
+        errors[-1].startswith("paac: error: cannot write")
+        and "eval-8000-sampled.json" in errors[-1]
+    )
     assert not video.exists() and not list(run.glob("*.tmp"))
     # Only the video fails: the JSON is written, and says there is no video.
-    shutil.rmtree(run / "eval-8000.json")
+    shutil.rmtree(run / "eval-8000-sampled.json")
     stats = evaluate(str(run), episodes=2, video=str(video))
     assert len(stats["problems"]) == 1 and "video" in stats["problems"][0]
-    saved = json.loads((run / "eval-8000.json").read_text())
+    saved = json.loads((run / "eval-8000-sampled.json").read_text())
     assert saved["video"] is None and saved["scores"] == stats["scores"]
     # An MP4 is streamed to ffmpeg while the game is played: failing to start it costs
     # nothing else either.
@@ -569,7 +572,7 @@ def test_evaluate_pong_checkpoint(tmp_path, script):
     assert out.returncode == 0, out.stderr
     # One frame per agent step of 4 Atari frames: real time is 60 / 4 = 15 frames per second.
     assert iio.immeta(mp4)["fps"] == 15 and "frames at 15 fps)" in out.stdout
-    with open(tmp_path / "Pong-v5" / "p" / "eval-20.json") as f:
+    with open(tmp_path / "Pong-v5" / "p" / "eval-20-sampled.json") as f:
         stats = json.load(f)
     # A whole game of Pong without clipping: 21 points to one side, raw score in [-21, 21].
     assert -21 <= stats["mean"] <= 21 and stats["mean"] == stats["scores"][0]

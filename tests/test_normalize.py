@@ -268,7 +268,9 @@ def test_a_checkpoint_without_statistics_does_not_fit_a_normalising_run(tmp_path
     spec = SPEC._replace(obs_shape=(4,))
     template = state_template(cfg, network_for(cfg, spec), spec)
     directory, step = locate(run.run_dir)
-    with pytest.raises(CheckpointError, match="statistics of none, and this run normalises obs and"):
+    with pytest.raises(
+        CheckpointError, match="statistics of none, and this run normalises obs and"
+    ):
         restore(directory, step, template)
 
 

@@ -66,7 +66,7 @@ def test_report_and_bad_names(tmp_path, capsys):
     run_dir = _run(tmp_path, "300,600,19.0,25\n")
     for policy, mean in (("greedy", 20.5), ("sampled", 19.25)):
         stats = dict(policy=policy, mean=mean, std=0.5, episodes=20, step=18_000_000)
-        (run_dir / f"eval-{policy}.json").write_text(json.dumps(stats))
+        (run_dir / f"eval-18000000-{policy}.json").write_text(json.dumps(stats))
     table = report(["pong-s0"], str(tmp_path))
     assert (
         "| pong-s0 | 18000000 | +0: 0.00M, 10 min, +10: 0.00M, 10 min, +18: 0.00M, 10 min |"

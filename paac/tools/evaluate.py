@@ -159,10 +159,10 @@ def evaluate(
     ``min(episodes, 16)``), each playing a fixed quota, so short games are not favoured.
     With ``video`` the first game of environment 0 is recorded at the game's native
     resolution with the running score burned in, at ``fps`` frames per second (default:
-    real time for Atari, see :func:`video_fps`, else 30). Returns the statistics, also written as
-    ``<run_dir>/eval-<step>.json``. An output that cannot be written (a read-only run
-    directory, a full disk) loses nothing else: the statistics are returned with the reason
-    in ``stats["problems"]``.
+    real time for Atari, see :func:`video_fps`, else 30). Returns the statistics, also
+    written as ``<run_dir>/eval-<step>-<policy>.json`` (greedy or sampled). An output that
+    cannot be written (a read-only run directory, a full disk) loses nothing else: the
+    statistics are returned with the reason in ``stats["problems"]``.
 
     Args:
       path: a run directory, a ``checkpoints/<step>`` directory or an agent folder.
@@ -174,7 +174,7 @@ def evaluate(
       video: a path ending in .mp4 or .gif to record the first game to, or None.
       num_envs: environments to play on (default ``min(episodes, 16)``; never more than
         ``episodes``).
-      write_json: also write the statistics to ``<run_dir>/eval-<step>.json``.
+      write_json: also write the statistics to ``<run_dir>/eval-<step>-<policy>.json``.
       fps: the video's frame rate in ``(0, 1000]``; None for :func:`video_fps`.
 
     Returns:
@@ -255,7 +255,7 @@ def evaluate(
         "video_game": recording.game if video else None,  # (score, steps) of the recorded game
     }
     if write_json and agent is None:  # an agent folder (perhaps in a clone) is left as it is
-        out = os.path.join(run_dir_of(directory), f"eval-{step}.json")
+        out = os.path.join(run_dir_of(directory), f"eval-{step}-{stats['policy']}.json")
         try:
             write_atomic(out, json.dumps(stats, indent=2))
             stats["json"] = out

@@ -104,7 +104,8 @@ def marks_reached(run_dir: str, marks: tuple[float, ...]) -> dict[float, tuple[i
 
 
 def evaluations(run_dir: str) -> list[dict]:
-    """The evaluations written next to a run (``eval-<step>.json``), newest step first."""
+    """The evaluations written next to a run (``eval-<step>-<policy>.json``), newest step
+    first."""
     found = []
     for name in os.listdir(run_dir) if os.path.isdir(run_dir) else []:
         if name.startswith("eval-") and name.endswith(".json"):
