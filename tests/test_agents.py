@@ -52,6 +52,8 @@ def test_bad_agent_folders_are_named(run, tmp_path):
     with pytest.raises(Exception, match="exists; pass --force"):
         export_agent(run.run_dir, str(out))
     export_agent(run.run_dir, str(out), force=True)
+    nested = tmp_path / "new" / "folders" / "agent"  # made as needed
+    assert export_agent(run.run_dir, str(nested))["step"] == 4000 and load_agent(str(nested))
     payload = (out / PARAMS_FILE).read_bytes()
     (out / PARAMS_FILE).write_bytes(payload[:-1] + bytes([payload[-1] ^ 1]))
     with pytest.raises(CheckpointError, match="is damaged: params.msgpack does not match"):

@@ -86,7 +86,7 @@ def export_agent(path: str, out_dir: str, *, force: bool = False, note: str = ""
     if os.path.exists(out_dir) and not force:
         raise ConfigError(f"{out_dir!r} exists; pass --force to replace it")
     parent = os.path.dirname(out_dir)
-    if not os.path.isdir(parent):
+    if os.path.exists(parent) and not os.path.isdir(parent):
         raise ConfigError(f"{out_dir!r} is invalid: its parent {parent!r} is not a directory")
     env = make_env(config.env, 1, config.seed, training=False)
     try:
@@ -110,6 +110,7 @@ def export_agent(path: str, out_dir: str, *, force: bool = False, note: str = ""
         "note": note,
     }
     try:
+        os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=".agent-", dir=parent)
         try:
             umask = os.umask(0)
