@@ -486,3 +486,25 @@ def test_a_signal_to_one_process_stops_both(tmp_path):
     step = int(_rows(str(run_dir))[-1]["step"])
     assert os.listdir(run_dir / "checkpoints") == [str(step)]
     assert f"interrupted at step {step:,}" in errs[0]
+
+
+@pytest.mark.slow
+def test_two_processes_carry_the_lstm_memory_as_one(tmp_path):
+    """An LSTM run as two processes (each stepping, and holding the memory of, 4 of the 8
+    environments) equals the run in one process: logs and parameters."""
+    procs = _launch(
+        tmp_path, "mp", "--n-envs", "8", "--total-steps", "4000", "--lstm-cells", "16",
+        "--checkpoint-interval", "2000", "--log-interval", "400",
+    )  # fmt: skip
+    errs = _finish(procs)
+    assert [p.returncode for p in procs] == [0, 0], errs
+    one = train(Config(**LSTM, out_dir=str(tmp_path), run_name="one"), progress=False)
+    run_dir = str(tmp_path / "CartPole-v1" / "mp")
+    _assert_same_rows(_rows(run_dir), _rows(one.run_dir))
+    from paac.run.checkpoints import locate, restore
+
+    directory, step = locate(run_dir)
+    spec = EnvSpec((4,), np.dtype("float32"), 2, False)
+    cfg = Config(**LSTM)
+    state = restore(directory, step, state_template(cfg, network_for(cfg, spec), spec)).state
+    _assert_close(_leaves(state), _leaves(one.state))
