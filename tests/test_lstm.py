@@ -63,7 +63,7 @@ def test_the_update_recomputes_what_acting_computed(mode):
     act.params = lambda s: s.params if mode == "sync" else s.extra["acting"]
     env = make_env("CartPole-v1", 4, seed=3, max_episode_steps=6)
     obs, _ = env.reset()
-    carry = initial_carry(jax.random.PRNGKey(1), obs, algorithm.memory(4))
+    carry = initial_carry(jax.random.PRNGKey(1), obs, algorithm.memory)
     forward = jax.jit(make_forward(network))
     starts = 0
     for _ in range(4):
@@ -312,7 +312,7 @@ def test_lstm_targets_are_the_returns_of_its_own_values(gae_lambda):
     env = make_env("CartPole-v1", 4, seed=5, max_episode_steps=4)
     algorithm = make_algorithm(cfg, network, SPEC)
     obs, _ = env.reset()
-    carry = initial_carry(jax.random.PRNGKey(1), obs, algorithm.memory(4))
+    carry = initial_carry(jax.random.PRNGKey(1), obs, algorithm.memory)
     act = jax.jit(algorithm.act)
     for _ in range(2):
         batch, carry = collect_rollout(env, act, state, carry, EpisodeStats(4), cfg.t_max)

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import optax
 
 from paac.algorithms.a2c import a2c_metrics, make_a2c, make_a2c_grad
-from paac.algorithms.common import make_lr_schedule, make_optimizer
+from paac.algorithms.common import make_logits, make_lr_schedule, make_optimizer
 from paac.core.config import Config
 from paac.core.types import Algorithm, Batch, EnvSpec, LearnerState
 from paac.ops.losses import A2CLossTerms
@@ -166,6 +166,7 @@ def make_a3c(config: Config, network, spec: EnvSpec) -> Algorithm:
     optimizer = make_optimizer(config)
     schedule = make_lr_schedule(config)
     grad_fn = make_a2c_grad(config, network)
+    logits_fn = make_logits(network)
 
     def init(key):
         state = sync.init(key)  # the same seed, the same network and optimiser state
@@ -180,23 +181,14 @@ def make_a3c(config: Config, network, spec: EnvSpec) -> Algorithm:
     def act(state: LearnerState, obs, key, *memory):
         key, sample_key = jax.random.split(key)
         copies = state.extra["workers"]
-        worker_obs = _split_workers(obs, w, 0)  # [W, N / W, ...]
-        if memory:  # each worker's memory follows its own copy
-            worker_memory, worker_start = jax.tree.map(lambda m: _split_workers(m, w, 0), memory)
-
-            def step(params, o, m, s):
-                logits, _, m = network.apply(params, o[None], m, s[None])
-                return logits[0], m
-
-            logits, new_memory = jax.vmap(step)(copies, worker_obs, worker_memory, worker_start)
-            new_memory = jax.tree.map(
-                lambda m: m.reshape((obs.shape[0],) + m.shape[2:]), new_memory
-            )
-        else:
-            logits, _ = jax.vmap(network.apply)(copies, worker_obs)
-        logits = logits.reshape((obs.shape[0],) + logits.shape[2:])
+        # [W, N / W, ...]: each worker acts (and carries its memory) with its own copy.
+        worker_args = jax.tree.map(lambda x: _split_workers(x, w, 0), (obs, *memory))
+        logits, *memory = jax.vmap(logits_fn)(copies, *worker_args)
+        logits, *memory = jax.tree.map(
+            lambda x: x.reshape((obs.shape[0],) + x.shape[2:]), (logits, *memory)
+        )
         actions = jax.random.categorical(sample_key, logits).astype(jnp.int32)
-        return (actions, key, new_memory) if memory else (actions, key)
+        return (actions, key, *memory)
 
     def update(state: LearnerState, batch: Batch):
         ring, copy_versions = state.extra["ring"], state.extra["copies"]

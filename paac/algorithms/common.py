@@ -61,45 +61,52 @@ def init_params(network, spec: EnvSpec, key: jax.Array) -> Params:
     return network.init(key, dummy_obs(spec))
 
 
-def make_act(network) -> Callable:
-    """``act(params, obs, key) -> (actions, key)``: sample from the policy, split the key.
+def make_logits(network) -> Callable:
+    """``logits(params, obs, *memory) -> (logits, *memory)``: one acting step of ``network``.
 
-    For a recurrent network ``act(params, obs, key, memory, start) -> (actions, key,
-    memory)``: one step of the memory, zeroed first where ``start``.
+    Feed-forward: ``logits(params, obs) -> (logits,)``. Recurrent:
+    ``logits(params, obs, memory, start) -> (logits, memory)``, one step of the memory,
+    zeroed first where ``start``.
     """
     if is_recurrent(network):
-        return _recurrent_act(network, greedy=False)
 
-    def act(params, obs, key):
+        def recurrent(params, obs, memory, start):
+            logits, _, memory = network.apply(params, obs[None], memory, start[None])
+            return logits[0], memory
+
+        return recurrent
+
+    def feed_forward(params, obs):
+        return (network.apply(params, obs)[0],)
+
+    return feed_forward
+
+
+def make_act(network) -> Callable:
+    """``act(params, obs, key, *memory) -> (actions, key, *memory)``: sample from the policy,
+    split the key.
+
+    Feed-forward: ``act(params, obs, key) -> (actions, key)``; recurrent:
+    ``act(params, obs, key, memory, start) -> (actions, key, memory)`` (:func:`make_logits`).
+    """
+    logits_fn = make_logits(network)
+
+    def act(params, obs, key, *memory):
         key, sample_key = jax.random.split(key)
-        logits, _ = network.apply(params, obs)
+        logits, *memory = logits_fn(params, obs, *memory)
         actions = jax.random.categorical(sample_key, logits).astype(jnp.int32)
-        return actions, key
+        return (actions, key, *memory)
 
     return act
 
 
 def make_greedy_act(network) -> Callable:
-    """``act(params, obs, key) -> (actions, key)`` taking the most probable action (recurrent:
-    as :func:`make_act`)."""
-    if is_recurrent(network):
-        return _recurrent_act(network, greedy=True)
+    """:func:`make_act` taking the most probable action (the key is unused)."""
+    logits_fn = make_logits(network)
 
-    def act(params, obs, key):
-        logits, _ = network.apply(params, obs)
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32), key
-
-    return act
-
-
-def _recurrent_act(network, greedy: bool) -> Callable:
-    def act(params, obs, key, memory, start):
-        logits, _, memory = network.apply(params, obs[None], memory, start[None])
-        if greedy:
-            return jnp.argmax(logits[0], axis=-1).astype(jnp.int32), key, memory
-        key, sample_key = jax.random.split(key)
-        actions = jax.random.categorical(sample_key, logits[0]).astype(jnp.int32)
-        return actions, key, memory
+    def act(params, obs, key, *memory):
+        logits, *memory = logits_fn(params, obs, *memory)
+        return (jnp.argmax(logits, axis=-1).astype(jnp.int32), key, *memory)
 
     return act
 

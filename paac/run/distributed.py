@@ -264,34 +264,18 @@ class DataParallel:
         ``act(state, obs, key, memory, start) -> (actions, key, memory)``, the memory and
         the start flags this process's rows too.
         """
-        if recurrent:
-            return self._jit_recurrent_act(act)
+        rows = (self.by_env, self.by_env) if recurrent else ()  # the memory and start flags
         jitted = jax.jit(
             act,
-            in_shardings=(self.replicated, self.by_env, self.replicated),
-            out_shardings=(self.by_env, self.replicated),
+            in_shardings=(self.replicated, self.by_env, self.replicated, *rows),
+            out_shardings=(self.by_env, self.replicated, *rows[:1]),
         )
+        # One process: jit places the host arrays itself (the fastest way in).
+        place = self.shard_envs if self.multiprocess else (lambda x: x)
 
-        def host_act(state, obs: np.ndarray, key):
-            # One process: jit places the host array itself (the fastest way in).
-            actions, key = jitted(state, self.shard_envs(obs) if self.multiprocess else obs, key)
-            return self.local(actions), key
-
-        return host_act
-
-    def _jit_recurrent_act(self, act):
-        jitted = jax.jit(
-            act,
-            in_shardings=(self.replicated, self.by_env, self.replicated, self.by_env, self.by_env),
-            out_shardings=(self.by_env, self.replicated, self.by_env),
-        )
-
-        def host_act(state, obs: np.ndarray, key, memory, start: np.ndarray):
-            place = self.shard_envs if self.multiprocess else (lambda x: x)
-            actions, key, memory = jitted(
-                state, place(obs), key, jax.tree.map(place, memory), place(start)
-            )
-            return self.local(actions), key, jax.tree.map(self.local, memory)
+        def host_act(state, obs: np.ndarray, key, *memory):
+            actions, key, *memory = jitted(state, place(obs), key, *jax.tree.map(place, memory))
+            return (self.local(actions), key, *jax.tree.map(self.local, memory))
 
         return host_act
 

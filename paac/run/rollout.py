@@ -7,6 +7,7 @@ jitted call per rollout (docs/performance.md says why).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -28,17 +29,17 @@ class RolloutCarry(NamedTuple):
     start: np.ndarray | None = None  # recurrent: [N] bool, obs is an episode's first
 
 
-def initial_carry(key, obs: np.ndarray, memory=None) -> RolloutCarry:
+def initial_carry(key, obs: np.ndarray, memory: Callable | None = None) -> RolloutCarry:
     """The carry of environments that start fresh episodes on ``obs``.
 
-    ``memory``: a recurrent algorithm's initial memory of those environments
-    (``Algorithm.memory(n)``); None for a feed-forward one.
+    ``memory``: a recurrent algorithm's ``Algorithm.memory``, whose memory of ``n``
+    environments at an episode's start the carry then holds; None for a feed-forward one.
     """
     n = obs.shape[0]
     if memory is None:
         return RolloutCarry(key, obs, np.zeros(n, bool))
-    memory = jax.tree.map(np.asarray, memory)
-    return RolloutCarry(key, obs, np.zeros(n, bool), None, memory, np.ones(n, bool))
+    fresh = jax.tree.map(np.asarray, memory(n))
+    return RolloutCarry(key, obs, np.zeros(n, bool), None, fresh, np.ones(n, bool))
 
 
 def collect_rollout(

@@ -246,14 +246,8 @@ class Run:
             self.env.close()
             self.env = segment_env(self.config, next_update, self.dp)
             obs, _ = self.env.reset()
-            self.carry = initial_carry(self.carry.key, obs, self.fresh_memory())
+            self.carry = initial_carry(self.carry.key, obs, self.algorithm.memory)
             self.stats.abandon_running()
-
-    def fresh_memory(self):
-        """A recurrent algorithm's memory of this process's environments at episode starts
-        (None for a feed-forward one)."""
-        memory = self.algorithm.memory
-        return None if memory is None else memory(self.dp.n_local)
 
     def close(self) -> None:
         """Closes the progress bar, the writers, the checkpointer and the environments."""
@@ -349,9 +343,7 @@ def build(s: Start, stop: StopSignals, progress: bool) -> Run:
         act=dp.jit_act(algorithm.act, recurrent=algorithm.memory is not None),
         update=dp.jit_update(check_finite(algorithm.update)),
         state=state,
-        carry=initial_carry(
-            act_key, obs, None if algorithm.memory is None else algorithm.memory(dp.n_local)
-        ),
+        carry=initial_carry(act_key, obs, algorithm.memory),
         stats=stats,
         local_steps=LocalSteps(config.t_max, dp.n_local) if dp.multiprocess else stats,
         writer=writer,

@@ -153,23 +153,20 @@ def run_benchmark(bench: BenchConfig) -> dict:
     key = jax.random.PRNGKey(config.seed)
     state = init_state(config, network, spec, key)
     act = jax.jit(algorithm.act)
-    # A recurrent algorithm acts on (and carries) each environment's memory too.
-    memory = None if algorithm.memory is None else jax.tree.map(np.asarray, algorithm.memory(n))
-    recurrent = () if memory is None else (memory, np.ones(n, bool))
     update = jax.jit(check_finite(algorithm.update))  # as the training loop runs it
     unchecked = jax.jit(algorithm.update)
     obs, _ = env.reset()
+    # A recurrent algorithm acts on (and carries) each environment's memory too.
+    carry = initial_carry(key, obs, algorithm.memory)
+    recurrent = () if carry.memory is None else (carry.memory, carry.start)
     t0 = time.perf_counter()
     jax.block_until_ready(act(state, obs, key, *recurrent))
     act_compile = time.perf_counter() - t0
     stats = EpisodeStats(n)
-    carry = initial_carry(key, obs, memory)
     batch, carry = collect_rollout(env, act, state, carry, stats, 1, algorithm.lookahead)
     batch = batch._replace(**{f: np.repeat(getattr(batch, f), config.t_max, 0) for f in _TIMED})
-    if memory is not None:
-        batch = batch._replace(
-            start=np.repeat(batch.start, config.t_max + 1, 0)[: config.t_max + 1]
-        )
+    if recurrent:
+        batch = batch._replace(start=np.repeat(batch.start[:1], config.t_max + 1, 0))
     t0 = time.perf_counter()
     jax.block_until_ready(update(state, batch))
     update_compile = time.perf_counter() - t0
@@ -209,7 +206,7 @@ def run_benchmark(bench: BenchConfig) -> dict:
         t = time.perf_counter()
         actions, *rest = act(*args)  # (key) or, recurrent, (key, memory)
         actions = np.asarray(actions)  # waits for the device, as the rollout does
-        if memory is not None:
+        if recurrent:
             rest[1] = jax.tree.map(np.asarray, rest[1])  # the memory, as the rollout keeps it
         parts["act"] += time.perf_counter() - t
         return (actions, *rest)
