@@ -19,7 +19,7 @@ import sys
 from paac.core.config import ConfigError
 from paac.core.xla_cpu import enable_ynn
 from paac.run.train import train
-from paac.tools.cli import NONFINITE_EXIT, WRITE_ERROR_EXIT, parse_config
+from paac.tools.cli import exit_status, parse_config
 from paac.tools.evaluate import evaluate
 from paac.tools.presets import CONTROL, TASK_PRESETS, preset_of
 
@@ -54,11 +54,9 @@ def run_one(task: str, seed: int, known, rest: list[str]) -> dict | int:
         args = ["--env", task, "--preset", preset, "--seed", str(seed), *rest]
         args += ["--out-dir", known.out_dir, "--run-name", name]
     config = parse_config(CONTROL, args, presets=True)
-    result = train(config)
-    if result.signal is not None:
-        return 128 + int(result.signal)
-    if result.nonfinite is not None or result.write_error is not None:
-        return NONFINITE_EXIT if result.nonfinite is not None else WRITE_ERROR_EXIT
+    status = exit_status(train(config))
+    if status:
+        return status
     with open(os.path.join(run_dir, "metrics.csv"), newline="") as f:
         last = list(csv.DictReader(f))[-1]
     stats = evaluate(run_dir, episodes=known.episodes, greedy=True)

@@ -66,11 +66,6 @@ def _spec_of(values: dict) -> EnvSpec:
     )
 
 
-def _template(config: Config, spec: EnvSpec) -> dict:
-    state = state_template(config, network_for(config, spec), spec)
-    return {"params": state.params, "norm": state.norm}
-
-
 def export_agent(path: str, out_dir: str, *, force: bool = False, note: str = "") -> dict:
     """Writes the agent of the checkpoint at ``path`` (a run or checkpoint directory) to
     ``out_dir``, and returns its ``agent.json``.
@@ -170,5 +165,8 @@ def check_agent_spec(agent: Agent, spec: EnvSpec, path: str) -> None:
 
 
 def _template_arrays(config: Config, spec: EnvSpec) -> dict:
-    """:func:`_template` as zero arrays (what Flax's msgpack restores into)."""
-    return jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), _template(config, spec))
+    """Zero arrays of an agent's parameters and statistics (what Flax's msgpack restores
+    into)."""
+    state = state_template(config, network_for(config, spec), spec)
+    zeros = {"params": state.params, "norm": state.norm}
+    return jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), zeros)

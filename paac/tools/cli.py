@@ -21,7 +21,7 @@ from paac.run.checkpoints import (
 )
 from paac.run.distributed import initialize
 from paac.run.signals import Terminated, caught, raising
-from paac.run.train import train
+from paac.run.train import TrainResult, train
 from paac.tools.presets import PRESETS, defaults_for, preset_config
 
 
@@ -210,6 +210,12 @@ def _main(default: Config, args: Sequence[str] | None, description: str, presets
     except WriteError as e:  # config.json, before training
         print(f"paac: error: {e}; nothing was trained", file=sys.stderr)
         return WRITE_ERROR_EXIT
+    return exit_status(result)
+
+
+def exit_status(result: TrainResult) -> int:
+    """The exit status of a run that ended as ``result`` says (docs/faults.md): 0 at its end,
+    4 after a failed write, 3 after a non-finite update, ``128 + signum`` when stopped."""
     if result.write_error is not None:
         return WRITE_ERROR_EXIT
     if result.nonfinite is not None:
