@@ -11,7 +11,9 @@ Numerics (``paac.ops``)
   ``nstep_returns``, ``gae``: n-step returns and GAE(lambda) of one trajectory ``[T]``;
   ``batched_nstep_returns``, ``batched_gae``: the same over ``[T, N]``; ``valid_mask``:
   0 on EnvPool's reset steps. ``a2c_loss``, ``A2CLossTerms``: the masked-mean A2C loss
-  and its terms; ``masked_mean``, ``explained_variance``. ``RunningMoments``,
+  and its terms; ``masked_mean``, ``explained_variance``. ``Distribution``,
+  ``CATEGORICAL``, ``GAUSSIAN``: the policies' action distributions (sample, mode,
+  log-probability, entropy). ``RunningMoments``,
   ``update_moments``, ``normalize``, ``discounted_returns``: running statistics for
   normalisation.
 
@@ -34,7 +36,8 @@ The running system (``paac.run``)
   ``train``, ``TrainResult``: the whole training loop. ``collect_rollout``,
   ``RolloutCarry``: one rollout. ``segment_env_seed``: the environments' seed after each
   interval checkpoint. ``make_env``, ``make_training_env``, ``env_spec``, ``EpisodeStats``:
-  EnvPool environments and whole-game scores. ``Checkpointer``, ``read_meta``,
+  EnvPool environments and whole-game scores; ``ActionBounds``: continuous actions made
+  the task's (rescaled to its bounds, clipped). ``Checkpointer``, ``read_meta``,
   ``CheckpointError``: orbax checkpoints of a run. ``export_agent``, ``load_agent``,
   ``Agent``: a trained agent as a small folder, without its checkpoints. ``DataParallel``,
   ``make_mesh``: several devices and processes.
@@ -62,13 +65,14 @@ from paac.algorithms.value import draw_final_epsilons, epsilon, make_value_algor
 from paac.core.config import Config, ConfigError
 from paac.core.types import Algorithm, Batch, EnvSpec, LearnerState
 from paac.nets.networks import ActorCritic, QNetwork, make_network, make_torso
+from paac.ops.distributions import CATEGORICAL, GAUSSIAN, Distribution
 from paac.ops.losses import A2CLossTerms, a2c_loss, explained_variance, masked_mean
 from paac.ops.normalize import RunningMoments, discounted_returns, normalize, update_moments
 from paac.ops.returns import batched_gae, batched_nstep_returns, gae, nstep_returns, valid_mask
 from paac.run.agents import Agent, export_agent, load_agent
 from paac.run.checkpoints import Checkpointer, CheckpointError, read_meta
 from paac.run.distributed import DataParallel, make_mesh
-from paac.run.envs import EpisodeStats, env_spec, make_env, make_training_env
+from paac.run.envs import ActionBounds, EpisodeStats, env_spec, make_env, make_training_env
 from paac.run.resume import segment_env_seed
 from paac.run.rollout import RolloutCarry, collect_rollout
 from paac.run.train import TrainResult, train
@@ -96,6 +100,9 @@ __all__ = [
     "A2CLossTerms",
     "masked_mean",
     "explained_variance",
+    "Distribution",
+    "CATEGORICAL",
+    "GAUSSIAN",
     "RunningMoments",
     "update_moments",
     "normalize",
@@ -139,6 +146,7 @@ __all__ = [
     "make_training_env",
     "env_spec",
     "EpisodeStats",
+    "ActionBounds",
     "Checkpointer",
     "read_meta",
     "CheckpointError",

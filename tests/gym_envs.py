@@ -29,8 +29,10 @@ class Corridor(gymnasium.Env):
     (0.775 on average); a uniformly random walk scores about -1.1 within the 30-step limit.
 
     ``variant`` swaps one space for one paac refuses (``dict_obs``, ``tuple_obs``,
-    ``multi_discrete``, ``multi_binary``, ``box_action``) or makes the constructor fail
-    (``broken``).
+    ``multi_discrete``, ``multi_binary``, ``box_matrix_action``) or makes the constructor
+    fail (``broken``). ``box_action`` makes the actions continuous, ``Box(-2, 2, (1,))``:
+    an action below -2/3 steps left, above +2/3 right, and any other stays; an action
+    outside the bounds fails the step (paac must clip it).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 8}
@@ -48,7 +50,8 @@ class Corridor(gymnasium.Env):
         self.action_space = {
             "multi_discrete": spaces.MultiDiscrete([2, 2]),
             "multi_binary": spaces.MultiBinary(2),
-            "box_action": spaces.Box(-1.0, 1.0, (1,), np.float32),
+            "box_action": spaces.Box(-2.0, 2.0, (1,), np.float32),
+            "box_matrix_action": spaces.Box(-1.0, 1.0, (2, 2), np.float32),
         }.get(variant, spaces.Discrete(3, start=-1))
         self.cell = 0
 
@@ -67,6 +70,10 @@ class Corridor(gymnasium.Env):
         return self._obs(), {"start": self.cell}
 
     def step(self, action):
+        if self.variant == "box_action":
+            assert action.dtype == np.float32 and action.shape == (1,), action
+            assert -2.0 <= action[0] <= 2.0, f"action {action!r} is outside Box(-2, 2)"
+            action = -1 if action[0] < -2 / 3 else (1 if action[0] > 2 / 3 else 0)
         assert int(action) in (-1, 0, 1), f"action {action!r} is outside Discrete(3, start=-1)"
         self.cell = min(max(self.cell + int(action), 0), LENGTH - 1)
         terminated = self.cell == LENGTH - 1
@@ -88,8 +95,14 @@ class Corridor(gymnasium.Env):
 
 ENTRY = f"{__name__}:Corridor"
 gymnasium.register("Corridor-v0", entry_point=ENTRY, max_episode_steps=TIME_LIMIT)
-for _variant in ("dict_obs", "tuple_obs", "multi_discrete", "multi_binary", "box_action"):
+for _variant in ("dict_obs", "tuple_obs", "multi_discrete", "multi_binary", "box_matrix_action"):
     gymnasium.register(f"Corridor-{_variant}-v0", entry_point=ENTRY, kwargs={"variant": _variant})
+gymnasium.register(
+    "Corridor-box_action-v0",
+    entry_point=ENTRY,
+    max_episode_steps=TIME_LIMIT,
+    kwargs={"variant": "box_action"},
+)
 gymnasium.register("Corridor-broken-v0", entry_point=ENTRY, kwargs={"variant": "broken"})
 # Gymnasium's other autoreset mode: the done step returns the next episode's first observation.
 gymnasium.register(

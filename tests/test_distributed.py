@@ -39,6 +39,7 @@ SARSA = dict(
 )
 NORMALISED = dict(CARTPOLE, normalize_obs=True, normalize_reward=True)
 LSTM = dict(CARTPOLE, lstm_cells=16)
+GAUSSIAN = dict(CARTPOLE, env="InvertedPendulum-v4", normalize_obs=True)
 TOL = dict(rtol=1e-5, atol=1e-6)
 
 
@@ -141,7 +142,9 @@ def two_device_results(out: str) -> None:
     """Run in the two-device subprocess: the runs to compare, and the errors, into ``out``."""
     assert jax.device_count() == 2
     results: dict = {}
-    for name, cfg in (("a2c", CARTPOLE), ("sarsa", SARSA), ("norm", NORMALISED), ("lstm", LSTM)):
+    runs = (("a2c", CARTPOLE), ("sarsa", SARSA), ("norm", NORMALISED), ("lstm", LSTM),
+            ("gaussian", GAUSSIAN))  # fmt: skip
+    for name, cfg in runs:
         run = train(Config(**cfg, devices=2, out_dir=out, run_name=name), progress=False)
         results[name] = dict(run_dir=run.run_dir, episodes=run.episodes)
         results[name]["devices"] = len(jax.tree.leaves(run.state)[0].sharding.device_set)
@@ -239,6 +242,19 @@ def test_two_devices_carry_the_lstm_memory_as_one(two_devices, tmp_path):
     theirs = np.load(os.path.join(out, "lstm.npz"))
     _assert_close([theirs[k] for k in theirs.files], _leaves(one.state))
     _assert_same_rows(_rows(results["lstm"]["run_dir"]), _rows(one.run_dir))
+
+
+@pytest.mark.slow
+def test_two_devices_take_continuous_actions_as_one(two_devices, tmp_path):
+    """A Gaussian policy's actions are split with their environments: an InvertedPendulum
+    run on two devices equals the run on one."""
+    out, results = two_devices
+    one = train(Config(**GAUSSIAN, out_dir=str(tmp_path), run_name="gaussian"), progress=False)
+    assert "log_std" in one.state.params["params"]
+    assert results["gaussian"]["devices"] == 2
+    theirs = np.load(os.path.join(out, "gaussian.npz"))
+    _assert_close([theirs[k] for k in theirs.files], _leaves(one.state))
+    _assert_same_rows(_rows(results["gaussian"]["run_dir"]), _rows(one.run_dir))
 
 
 @pytest.mark.slow

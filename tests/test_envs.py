@@ -5,6 +5,7 @@ import pytest
 
 from paac.core.config import Config, ConfigError
 from paac.core.tasks import is_atari
+from paac.core.types import EnvSpec
 from paac.run.envs import EpisodeStats, check_arch, env_spec, make_env, make_training_env
 
 
@@ -107,10 +108,10 @@ def test_frames_too_small_for_the_torso_are_refused(arch, smallest):
         check_arch(Config(env="gfootball/academy_empty_goal-v1", arch="mlp"), spec((72, 96, 4)))
 
 
-def test_continuous_actions_are_refused():
+def test_continuous_actions_are_a_vector_of_floats():
     env = make_env("Pendulum-v1", 1, 0)
-    with pytest.raises(ConfigError, match="--env='Pendulum-v1' is invalid: .* continuous"):
-        env_spec(env, "Pendulum-v1")
+    assert env_spec(env, "Pendulum-v1") == EnvSpec((3,), np.dtype("float32"), 1, False, True)
+    env.close()
 
 
 def _info(raw, game_over):

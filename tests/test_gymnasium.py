@@ -194,8 +194,10 @@ def _error_line(capsys) -> str:
         ("gymnasium:tests.gym_envs:Corridor-tuple_obs-v0", "observation space Tuple(Box("),
         ("gymnasium:tests.gym_envs:Corridor-multi_discrete-v0", "action space MultiDiscrete("),
         ("gymnasium:tests.gym_envs:Corridor-multi_binary-v0", "action space MultiBinary(2)"),
-        ("gymnasium:tests.gym_envs:Corridor-box_action-v0", "action space Box(shape=(1,)"),
-        ("gymnasium:Pendulum-v1", "action space Box(shape=(1,), dtype=float32) is continuous"),
+        (
+            "gymnasium:tests.gym_envs:Corridor-box_matrix_action-v0",
+            "action space Box(shape=(2, 2), dtype=float32) is not a vector",
+        ),
     ],
 )
 def test_unsupported_spaces_are_one_line(env_id, space, tmp_path, monkeypatch, capsys):

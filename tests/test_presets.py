@@ -13,6 +13,7 @@ from paac.run.train import train
 from paac.tools.cli import parse_config
 from paac.tools.presets import (
     ATARI,
+    CONTINUOUS,
     CONTROL,
     PRESETS,
     SHARED_PRESETS,
@@ -69,9 +70,12 @@ def test_a_gymnasium_task_and_an_older_version_take_the_same_tasks_preset():
     assert config == dataclasses.replace(PRESETS["LunarLander-v3"], env="LunarLander-v2")
 
 
-def test_tasks_without_a_preset_get_the_control_or_atari_defaults():
+def test_tasks_without_a_preset_get_the_control_continuous_or_atari_defaults():
     assert parse("--env", "Pendulum-v1") == dataclasses.replace(
-        CONTROL, env="Pendulum-v1", preset="control"
+        CONTINUOUS, env="Pendulum-v1", preset="continuous"
+    )
+    assert parse("--env", "gymnasium:tests.gym_envs:Corridor-v0") == dataclasses.replace(
+        CONTROL, env="gymnasium:tests.gym_envs:Corridor-v0", preset="control"
     )
     assert parse("--env", "Breakout-v5") == dataclasses.replace(
         ATARI, env="Breakout-v5", preset="atari"

@@ -25,6 +25,7 @@ from paac.algorithms.common import (
     make_greedy_act,
     make_lr_schedule,
     make_optimizer,
+    policy_distribution,
 )
 from paac.core.config import Config
 from paac.core.types import Algorithm, Batch, EnvSpec, LearnerState
@@ -52,7 +53,9 @@ def make_a2c(config: Config, network, spec: EnvSpec) -> Algorithm:
 
 
 def make_forward(network) -> Callable:
-    """``forward(params, batch) -> (logits [T, N, A], values [T, N], v_boot [N])``.
+    """``forward(params, batch) -> (logits [T, N, P], values [T, N], v_boot [N])``.
+
+    ``logits`` is the policy head's output (logits, or a Gaussian's ``[mean, log_std]``).
 
     ``v_boot`` is ``V(bootstrap_obs)``. A recurrent network is run through the rollout from
     the memory it started with, zeroed at the episode starts (``batch.start``) as while
@@ -130,6 +133,7 @@ def make_a2c_grad(config: Config, network) -> Callable:
     advantage_fn = make_advantage_fn(config)
     scale = config.effective_loss_scale
     forward = make_forward(network)
+    dist = policy_distribution(network)
 
     def loss_fn(params, batch: Batch):
         logits, values, v_boot = forward(params, batch)
@@ -148,6 +152,7 @@ def make_a2c_grad(config: Config, network) -> Callable:
             batch.mask,
             config.entropy_coef,
             config.value_coef,
+            dist,
         )
         return scale * loss, (terms, v_tm1, returns)
 

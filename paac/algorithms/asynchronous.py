@@ -41,7 +41,12 @@ import jax.numpy as jnp
 import optax
 
 from paac.algorithms.a2c import a2c_metrics, make_a2c, make_a2c_grad
-from paac.algorithms.common import make_logits, make_lr_schedule, make_optimizer
+from paac.algorithms.common import (
+    make_logits,
+    make_lr_schedule,
+    make_optimizer,
+    policy_distribution,
+)
 from paac.core.config import Config
 from paac.core.types import Algorithm, Batch, EnvSpec, LearnerState
 from paac.ops.losses import A2CLossTerms
@@ -167,6 +172,7 @@ def make_a3c(config: Config, network, spec: EnvSpec) -> Algorithm:
     schedule = make_lr_schedule(config)
     grad_fn = make_a2c_grad(config, network)
     logits_fn = make_logits(network)
+    dist = policy_distribution(network)
 
     def init(key):
         state = sync.init(key)  # the same seed, the same network and optimiser state
@@ -187,8 +193,7 @@ def make_a3c(config: Config, network, spec: EnvSpec) -> Algorithm:
         logits, *memory = jax.tree.map(
             lambda x: x.reshape((obs.shape[0],) + x.shape[2:]), (logits, *memory)
         )
-        actions = jax.random.categorical(sample_key, logits).astype(jnp.int32)
-        return (actions, key, *memory)
+        return (dist.sample(sample_key, logits), key, *memory)
 
     def update(state: LearnerState, batch: Batch):
         ring, copy_versions = state.extra["ring"], state.extra["copies"]

@@ -25,7 +25,7 @@ from paac.nets.networks import make_network
 
 def network_for(config: Config, spec: EnvSpec):
     """The network ``config.algo`` needs: actor-critic heads (after an LSTM with
-    ``--lstm-cells``), or a Q head."""
+    ``--lstm-cells``; a Gaussian policy for continuous actions), or a Q head."""
     head = "q" if config.algo in VALUE_ALGOS else "actor_critic"
     return make_network(
         config.arch,
@@ -35,6 +35,9 @@ def network_for(config: Config, spec: EnvSpec):
         config.policy_init_scale,
         config.init,
         config.lstm_cells,
+        continuous=spec.continuous,
+        policy_std=config.policy_std,
+        log_std_init=config.log_std_init,
     )
 
 

@@ -11,6 +11,7 @@ import optax
 
 from paac.core.config import Config
 from paac.core.types import EnvSpec, Params
+from paac.ops.distributions import Distribution, distribution
 
 
 def make_lr_schedule(config: Config) -> optax.Schedule:
@@ -61,8 +62,17 @@ def init_params(network, spec: EnvSpec, key: jax.Array) -> Params:
     return network.init(key, dummy_obs(spec))
 
 
+def policy_distribution(network) -> Distribution:
+    """The action distribution of ``network``'s policy head: Gaussian for a network with
+    ``continuous`` actions, categorical otherwise (:mod:`paac.ops.distributions`)."""
+    return distribution(bool(getattr(network, "continuous", False)))
+
+
 def make_logits(network) -> Callable:
     """``logits(params, obs, *memory) -> (logits, *memory)``: one acting step of ``network``.
+
+    ``logits`` is the policy head's output: logits, or a Gaussian's ``[mean, log_std]``
+    (:func:`policy_distribution`).
 
     Feed-forward: ``logits(params, obs) -> (logits,)``. Recurrent:
     ``logits(params, obs, memory, start) -> (logits, memory)``, one step of the memory,
@@ -88,25 +98,28 @@ def make_act(network) -> Callable:
 
     Feed-forward: ``act(params, obs, key) -> (actions, key)``; recurrent:
     ``act(params, obs, key, memory, start) -> (actions, key, memory)`` (:func:`make_logits`).
+    Actions are int32 ``[N]``, or float32 ``[N, D]`` drawn from a Gaussian policy (unclipped).
     """
     logits_fn = make_logits(network)
+    dist = policy_distribution(network)
 
     def act(params, obs, key, *memory):
         key, sample_key = jax.random.split(key)
         logits, *memory = logits_fn(params, obs, *memory)
-        actions = jax.random.categorical(sample_key, logits).astype(jnp.int32)
-        return (actions, key, *memory)
+        return (dist.sample(sample_key, logits), key, *memory)
 
     return act
 
 
 def make_greedy_act(network) -> Callable:
-    """:func:`make_act` taking the most probable action (the key is unused)."""
+    """:func:`make_act` taking the most probable action, or a Gaussian's mean (the key is
+    unused)."""
     logits_fn = make_logits(network)
+    dist = policy_distribution(network)
 
     def act(params, obs, key, *memory):
         logits, *memory = logits_fn(params, obs, *memory)
-        return (jnp.argmax(logits, axis=-1).astype(jnp.int32), key, *memory)
+        return (dist.mode(logits), key, *memory)
 
     return act
 

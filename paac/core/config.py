@@ -23,6 +23,9 @@ MODES = ("sync", "a3c", "ga3c")
 """sync: PAAC's averaged fresh gradient; a3c: delayed, unaveraged worker gradients; ga3c:
 acting with a lagged policy (see :mod:`paac.algorithms.asynchronous`)."""
 STALENESS = ("round_robin", "uniform", "fixed")
+POLICY_STDS = ("parameter", "softplus")
+"""A Gaussian policy's standard deviation: a learned, state-independent log-std, or A3C's
+state-dependent softplus head (paac.nets.networks)."""
 MAX_LSTM_CELLS = 16_384
 """The most LSTM cells: 16,384 cells already hold 2.1 GiB of recurrent weights alone."""
 VECTORIZATIONS = ("sync", "async")
@@ -93,7 +96,13 @@ class Config:
     init: str = "orthogonal"
     """Initialisation: orthogonal (CleanRL, SB3) | paac (uniform +-1/sqrt(fan_in), as PAAC's)."""
     policy_init_scale: float = 0.01
-    """Gain of the orthogonal initialisation of the policy-logits head."""
+    """Gain of the orthogonal initialisation of the policy head (logits, or a Gaussian's mean)."""
+    policy_std: str = "parameter"
+    """Continuous actions: the Gaussian's std from a learned, state-independent log-std
+    (parameter, SB3's and CleanRL's) | a state-dependent softplus head (softplus, A3C's)."""
+    log_std_init: float = 0.0
+    """Continuous actions: the Gaussian's initial log-std (0: a std of 1, in the policy's
+    [-1, 1] action range)."""
     conv_impl: str = "auto"
     """How convolutions are computed: auto | xla | matmul. auto: matmul on XLA:CPU without
     the YNN dot fusion, xla (cuDNN on a GPU) everywhere else; same numbers either way."""
@@ -264,6 +273,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "lr_schedule": (lambda x: x in LR_SCHEDULES, f"must be one of {', '.join(LR_SCHEDULES)}"),
     "lr": (_number(0, lo_open=True), "must be a finite number > 0"),
     "policy_init_scale": (_number(0, lo_open=True), "must be a finite number > 0"),
+    "policy_std": (lambda x: x in POLICY_STDS, f"must be one of {', '.join(POLICY_STDS)}"),
+    "log_std_init": (_number(-4.5, 5), "must be a number in [-4.5, 5] (a std of 0.011 to 148)"),
     "init": (lambda x: x in ("orthogonal", "paac"), "must be one of orthogonal, paac"),
     "gamma": (_number(0, 1), "must be in [0, 1]"),
     "gae_lambda": (_optional(_number(0, 1)), "must be in [0, 1], or None for n-step returns"),

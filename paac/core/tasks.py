@@ -63,6 +63,29 @@ def is_atari(env_id: str) -> bool:
     return all(option in fields for option in ATARI_OPTIONS)
 
 
+@functools.cache
+def is_continuous(env_id: str) -> bool:
+    """Whether EnvPool's task ``env_id`` has continuous (Box) actions; False for a Gymnasium
+    task (its spaces are known once it is made) and for a task whose spec cannot be built."""
+    if is_gymnasium(env_id) or env_id in FILTERED_TASKS:
+        return False
+    try:
+        space = _envpool().make_spec(env_id).action_space
+    except Exception:  # e.g. Procgen without its Qt runtime
+        return False
+    return type(space).__name__ == "Box"
+
+
+@functools.cache
+def is_mujoco(env_id: str) -> bool:
+    """Whether ``env_id`` is one of EnvPool's MuJoCo tasks (gym's or dm_control's), which
+    render through MuJoCo's OpenGL renderer."""
+    if is_gymnasium(env_id) or env_id in FILTERED_TASKS:
+        return False
+    entry = _envpool().registration.registry.specs.get(env_id)
+    return entry is not None and str(entry[0]).startswith("envpool.mujoco")
+
+
 GYMNASIUM = "gymnasium:"
 """The prefix of a task id registered with Gymnasium rather than EnvPool."""
 

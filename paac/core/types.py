@@ -17,12 +17,17 @@ Params = Any
 
 
 class EnvSpec(NamedTuple):
-    """What the learner needs to know about an environment."""
+    """What the learner needs to know about an environment.
+
+    ``num_actions`` is ``n`` for a ``Discrete(n)`` action space, and the size ``D`` of the
+    action vector for a continuous one (``continuous``: a ``Box`` of shape ``(D,)``).
+    """
 
     obs_shape: tuple[int, ...]
     obs_dtype: np.dtype
     num_actions: int
     is_image: bool
+    continuous: bool = False
 
 
 class LearnerState(NamedTuple):
@@ -48,7 +53,7 @@ class Batch(NamedTuple):
     """
 
     obs: chex.Array  # [T, N, *obs_shape]
-    action: chex.Array  # [T, N] int32
+    action: chex.Array  # [T, N] int32, or [T, N, D] float32 for continuous actions
     reward: chex.Array  # [T, N] float32
     terminated: chex.Array  # [T, N] bool
     truncated: chex.Array  # [T, N] bool

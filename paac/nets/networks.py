@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from paac.core.config import ARCHS
+from paac.core.config import ARCHS, POLICY_STDS
 from paac.nets.layers import Conv
 
 _ZEROS = nn.initializers.zeros
@@ -154,22 +154,72 @@ def make_torso(arch: str, conv_impl: str = "auto", init: str = "orthogonal") -> 
     raise ValueError(f"arch={arch!r} is not one of {', '.join(ARCHS)}")
 
 
+MIN_VARIANCE = 1e-4
+"""The softplus head's least variance (a std of 0.01): the policy never collapses to a point."""
+
+
+def _policy_head(module: nn.Module, h: jnp.ndarray) -> jnp.ndarray:
+    """The policy head of ``module`` on features ``h`` ``[..., F]``, inside its compact call.
+
+    Discrete: logits ``[..., A]`` from a dense layer (auto-named ``Dense_0``, as checkpoints
+    of earlier versions have it). Continuous: ``[mean, log_std]`` ``[..., 2 * D]``, the mean
+    from a dense layer named ``mean`` initialised as the logits are, and the log-std from a
+    parameter ``log_std`` ``[D]`` or, with ``policy_std="softplus"``, a dense layer ``std``
+    whose softplus (plus :data:`MIN_VARIANCE`) is the variance; both start at
+    ``log_std_init`` (the softplus head through its bias, its kernel at gain 0.01).
+    """
+    fan_in = h.shape[-1]
+    k_init, b_init = layer_init(module.init_scheme, fan_in, module.policy_init_scale)
+    if not module.continuous:
+        return nn.Dense(module.num_actions, kernel_init=k_init, bias_init=b_init)(h)
+    d = module.num_actions
+    mean = nn.Dense(d, kernel_init=k_init, bias_init=b_init, name="mean")(h)
+    if module.policy_std == "parameter":
+        log_std = module.param("log_std", nn.initializers.constant(module.log_std_init), (d,))
+        log_std = jnp.broadcast_to(log_std, mean.shape)
+    elif module.policy_std == "softplus":
+        variance = np.exp(2.0 * module.log_std_init) - MIN_VARIANCE
+        if variance <= 0:
+            raise ValueError(
+                f"log_std_init={module.log_std_init} is below the softplus head's least "
+                f"log-std, {0.5 * np.log(MIN_VARIANCE):.3f}"
+            )
+        bias = float(np.log(np.expm1(variance)))  # softplus(bias) = variance
+        k_init, _ = layer_init("orthogonal", fan_in, 0.01)
+        x = nn.Dense(d, kernel_init=k_init, bias_init=nn.initializers.constant(bias), name="std")
+        log_std = 0.5 * jnp.log(nn.softplus(x(h)) + MIN_VARIANCE)
+    else:
+        raise ValueError(f"policy_std={module.policy_std!r} is not one of {', '.join(POLICY_STDS)}")
+    return jnp.concatenate([mean, log_std], axis=-1)
+
+
+def _value_head(module: nn.Module, h: jnp.ndarray) -> jnp.ndarray:
+    """The scalar value head ``[...]`` (named ``value`` with continuous actions)."""
+    k_init, b_init = layer_init(module.init_scheme, h.shape[-1], 1.0)
+    name = "value" if module.continuous else None
+    return nn.Dense(1, kernel_init=k_init, bias_init=b_init, name=name)(h)[..., 0]
+
+
 class ActorCritic(nn.Module):
-    """Shared torso with a policy-logits head and a scalar value head."""
+    """Shared torso with a policy head and a scalar value head.
+
+    The policy head gives logits ``[..., A]`` for discrete actions and, with
+    ``continuous``, a diagonal Gaussian's ``[mean, log_std]`` ``[..., 2 * D]``
+    (:mod:`paac.ops.distributions`, :func:`_policy_head`).
+    """
 
     torso: nn.Module
     num_actions: int
     policy_init_scale: float = 0.01  # gain of the orthogonal policy-head initialisation
     init_scheme: str = "orthogonal"
+    continuous: bool = False
+    policy_std: str = "parameter"
+    log_std_init: float = 0.0
 
     @nn.compact
     def __call__(self, obs: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
         h = self.torso(obs)
-        k_init, b_init = layer_init(self.init_scheme, h.shape[-1], self.policy_init_scale)
-        logits = nn.Dense(self.num_actions, kernel_init=k_init, bias_init=b_init)(h)
-        k_init, b_init = layer_init(self.init_scheme, h.shape[-1], 1.0)
-        value = nn.Dense(1, kernel_init=k_init, bias_init=b_init)(h)
-        return logits, value[..., 0]
+        return _policy_head(self, h), _value_head(self, h)
 
 
 class RecurrentActorCritic(nn.Module):
@@ -179,7 +229,8 @@ class RecurrentActorCritic(nn.Module):
     observation at once, then the LSTM through time from ``memory`` (``(c, h)``, each
     ``[N, cells]``), zeroing the state before ``obs[t]`` wherever ``start[t]`` (the first
     observation of an episode). It returns ``(logits [T, N, A], values [T, N], memory)``
-    with the state after the last step. Kernels are orthogonal (gain 1), biases zero,
+    with the state after the last step (a Gaussian's ``[T, N, 2 * D]`` with
+    ``continuous``, as :class:`ActorCritic`). Kernels are orthogonal (gain 1), biases zero,
     the forget gate's too.
     """
 
@@ -188,6 +239,9 @@ class RecurrentActorCritic(nn.Module):
     cells: int
     policy_init_scale: float = 0.01
     init_scheme: str = "orthogonal"
+    continuous: bool = False
+    policy_std: str = "parameter"
+    log_std_init: float = 0.0
 
     def initial_memory(self, n: int) -> tuple[jnp.ndarray, jnp.ndarray]:
         """The state of ``n`` environments at an episode's start: zeros ``(c, h)``."""
@@ -215,11 +269,7 @@ class RecurrentActorCritic(nn.Module):
 
         scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False})
         memory, h = scan(cell, memory, (x, jnp.asarray(start, bool)))
-        k_init, b_init = layer_init(self.init_scheme, self.cells, self.policy_init_scale)
-        logits = nn.Dense(self.num_actions, kernel_init=k_init, bias_init=b_init)(h)
-        k_init, b_init = layer_init(self.init_scheme, self.cells, 1.0)
-        value = nn.Dense(1, kernel_init=k_init, bias_init=b_init)(h)
-        return logits, value[..., 0], memory
+        return _policy_head(self, h), _value_head(self, h), memory
 
 
 class QNetwork(nn.Module):
@@ -247,6 +297,9 @@ def make_network(
     policy_init_scale: float = 0.01,
     init: str = "orthogonal",
     lstm_cells: int = 0,
+    continuous: bool = False,
+    policy_std: str = "parameter",
+    log_std_init: float = 0.0,
 ) -> nn.Module:
     """The network for ``arch``: policy-logits and value heads, or one Q head (``head="q"``).
 
@@ -263,6 +316,10 @@ def make_network(
       init: the initialisation scheme, ``orthogonal`` or ``paac``.
       lstm_cells: with ``actor_critic``, an LSTM of this many cells between the torso and
         the heads (:class:`RecurrentActorCritic`); 0 for none.
+      continuous: with ``actor_critic``, a diagonal Gaussian policy over actions of
+        ``num_actions`` dimensions instead of logits (:func:`_policy_head`).
+      policy_std: the Gaussian's standard deviation, one of :data:`POLICY_STDS`.
+      log_std_init: the Gaussian's initial log standard deviation.
 
     Returns:
       A Flax module: ``apply(params, obs)`` gives ``(logits [..., A], value [...])`` for
@@ -272,10 +329,15 @@ def make_network(
     torso = make_torso(arch, conv_impl, init)
     if lstm_cells and head != "actor_critic":
         raise ValueError(f"lstm_cells={lstm_cells} is for the actor_critic head, not {head!r}")
+    if continuous and head != "actor_critic":
+        raise ValueError(f"continuous actions are for the actor_critic head, not {head!r}")
+    gaussian = dict(continuous=continuous, policy_std=policy_std, log_std_init=log_std_init)
     if lstm_cells:
-        return RecurrentActorCritic(torso, num_actions, lstm_cells, policy_init_scale, init)
+        return RecurrentActorCritic(
+            torso, num_actions, lstm_cells, policy_init_scale, init, **gaussian
+        )
     if head == "actor_critic":
-        return ActorCritic(torso, num_actions, policy_init_scale, init)
+        return ActorCritic(torso, num_actions, policy_init_scale, init, **gaussian)
     if head == "q":
         return QNetwork(torso, num_actions, init)
     raise ValueError(f"head={head!r} is not one of {', '.join(HEADS)}")

@@ -8,6 +8,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from paac.ops.distributions import CATEGORICAL, Distribution
+
 Array = chex.Array
 
 
@@ -44,6 +46,7 @@ def a2c_loss(
     mask: Array,
     entropy_coef: float,
     value_coef: float,
+    distribution: Distribution = CATEGORICAL,
 ) -> tuple[Array, A2CLossTerms]:
     """Advantage actor-critic loss, averaged over the real steps of the batch.
 
@@ -59,30 +62,35 @@ def a2c_loss(
     Masked steps change nothing: not the loss, not its gradient.
 
     Args:
-      logits: policy logits ``[B, A]`` (any leading batch shape ``[..., A]``).
+      logits: the policy head's output ``[B, P]`` (any leading batch shape ``[..., P]``):
+        logits ``[..., A]`` for the categorical policy, ``[mean, log_std]`` ``[..., 2 * D]``
+        for the Gaussian one (:mod:`paac.ops.distributions`).
       values: state values ``[B]`` (the same leading shape).
-      actions: integer actions taken ``[B]``.
+      actions: actions taken: integers ``[B]``, or float vectors ``[B, D]`` for a Gaussian.
       advantages: advantage estimates ``[B]`` (gradient is stopped).
       returns: value targets ``[B]`` (gradient is stopped).
       mask: 1.0 for real experience, 0.0 for reset steps, ``[B]``.
       entropy_coef: weight of the entropy bonus.
       value_coef: weight of the value loss.
+      distribution: the policy's :class:`~paac.ops.distributions.Distribution`
+        (categorical by default).
 
     Returns:
       ``(loss, A2CLossTerms)``.
     """
-    chex.assert_equal_shape([values, actions, advantages, returns, mask])
-    chex.assert_equal_shape_prefix([logits, values], values.ndim)
+    chex.assert_equal_shape([values, advantages, returns, mask])
+    chex.assert_equal_shape_prefix([logits, values, actions], values.ndim)
     mask = mask.astype(logits.dtype)
     # Masked steps may hold any garbage; neutralise it before it reaches a product.
     logits = jnp.where(mask[..., None] > 0, logits, 0.0)
-    log_probs = jax.nn.log_softmax(logits)
-    logp_a = jnp.take_along_axis(log_probs, actions[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    real = (mask > 0).reshape(mask.shape + (1,) * (actions.ndim - mask.ndim))
+    actions = jnp.where(real, actions, jnp.zeros((), actions.dtype))
+    logp_a = distribution.log_prob(logits, actions)
     adv = jax.lax.stop_gradient(jnp.where(mask > 0, advantages, 0.0))
     target = jax.lax.stop_gradient(jnp.where(mask > 0, returns, values))
     policy_loss = masked_mean(-logp_a * adv, mask)
     value_loss = masked_mean(0.5 * jnp.square(target - values), mask)
-    entropy = masked_mean(-jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1), mask)
+    entropy = masked_mean(distribution.entropy(logits), mask)
     loss = policy_loss + value_coef * value_loss - entropy_coef * entropy
     return loss, A2CLossTerms(policy_loss, value_loss, entropy)
 

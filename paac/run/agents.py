@@ -54,6 +54,7 @@ def _spec_dict(spec: EnvSpec) -> dict:
         "obs_dtype": np.dtype(spec.obs_dtype).name,
         "num_actions": spec.num_actions,
         "is_image": spec.is_image,
+        "continuous": spec.continuous,
     }
 
 
@@ -63,6 +64,7 @@ def _spec_of(values: dict) -> EnvSpec:
         np.dtype(values["obs_dtype"]),
         int(values["num_actions"]),
         bool(values["is_image"]),
+        bool(values.get("continuous", False)),  # agents exported before continuous actions
     )
 
 
@@ -157,6 +159,12 @@ def load_agent(path: str) -> Agent:
 
 def check_agent_spec(agent: Agent, spec: EnvSpec, path: str) -> None:
     """The environment must give what the agent was trained on (named when it does not)."""
+    if agent.spec.continuous != spec.continuous:
+        kinds = {False: "discrete", True: "continuous"}
+        raise CheckpointError(
+            f"agent {path!r} plays {kinds[agent.spec.continuous]} actions, and "
+            f"{agent.config.env} made here has {kinds[spec.continuous]} ones"
+        )
     if agent.spec != spec:
         raise CheckpointError(
             f"agent {path!r} was trained on {agent.config.env} with {agent.spec}, and the "

@@ -503,11 +503,23 @@ def _check_norm(saved, template, where: str) -> None:
         )
 
 
+def _action_kind(shapes: dict) -> str:
+    """``continuous`` for parameters with a Gaussian policy's ``mean`` head, else
+    ``discrete`` (paac.nets.networks names the heads so)."""
+    return "continuous" if any("['mean']" in path for path in shapes) else "discrete"
+
+
 def _check_fits(tree, template, where: str) -> None:
     got = jax.tree_util.tree_flatten_with_path(tree)[0]
     want = jax.tree_util.tree_flatten_with_path(template)[0]
     got_shapes = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in got}
     want_shapes = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in want}
+    saved_kind, run_kind = _action_kind(got_shapes), _action_kind(want_shapes)
+    if saved_kind != run_kind:
+        raise CheckpointError(
+            f"checkpoint {where!r} does not fit this run: it holds a policy of {saved_kind} "
+            f"actions, and this run's environment has {run_kind} ones"
+        )
     if got_shapes != want_shapes:
         diff = sorted(set(got_shapes.items()) ^ set(want_shapes.items()))[:2]
         raise CheckpointError(

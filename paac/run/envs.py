@@ -12,16 +12,19 @@ task's score is the sum of its own rewards until it is terminated or truncated
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
+import subprocess
 import sys
+import tempfile
 import types
 import warnings
 from typing import Any
 
 import numpy as np
 
-from paac.core.config import IMAGE_ARCHS, Config, ConfigError, first_line
-from paac.core.tasks import FILTERED_TASKS, gymnasium_id, is_atari, is_gymnasium
+from paac.core.config import IMAGE_ARCHS, VALUE_ALGOS, Config, ConfigError, first_line
+from paac.core.tasks import FILTERED_TASKS, gymnasium_id, is_atari, is_gymnasium, is_mujoco
 from paac.core.types import EnvSpec
 from paac.nets.networks import conv_output_size, min_frame_size
 
@@ -75,7 +78,7 @@ def make_env(
                 f"--num-threads={num_threads!r} is invalid for --env={env_id!r}: it sets "
                 "EnvPool's threads; a Gymnasium task is stepped as --vectorization says"
             )
-        return GymnasiumEnv(env_id, num_envs, seed, vectorization, **kwargs)
+        return bounded(GymnasiumEnv(env_id, num_envs, seed, vectorization, **kwargs))
     if vectorization != "sync":
         raise ConfigError(
             f"--vectorization={vectorization!r} is invalid for --env={env_id!r}: it is for "
@@ -114,12 +117,128 @@ def make_env(
         )
     options.update(kwargs)
     try:
-        return envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, **options)
+        env = envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed, **options)
     except Exception as e:  # e.g. a task whose optional dependencies are missing
         raise ConfigError(
             f"--env={env_id!r} is invalid: EnvPool could not create it "
             f"({type(e).__name__}: {first_line(e)})"
         ) from None
+    if np.dtype(env.observation_space.dtype) == np.float64:  # EnvPool's MuJoCo tasks
+        env = Float32Observations(env)
+    return bounded(env)
+
+
+def bounded(env):
+    """``env`` behind :class:`ActionBounds` when its actions are a Box; else ``env`` itself."""
+    # Deferred on purpose: Gymnasium's spaces are imported once an environment exists.
+    from gymnasium import spaces
+
+    return ActionBounds(env) if isinstance(env.action_space, spaces.Box) else env
+
+
+class Float32Observations:
+    """An environment whose float64 observations (EnvPool's MuJoCo tasks) are given as
+    float32, the precision paac's networks compute in; ``observation_space`` says so."""
+
+    def __init__(self, env):
+        # Deferred on purpose: Gymnasium's spaces are imported once an environment exists.
+        from gymnasium import spaces
+
+        self.env = env
+        space = env.observation_space
+        self.observation_space = spaces.Box(space.low, space.high, dtype=np.float32)
+
+    def __getattr__(self, name: str):
+        return getattr(self.env, name)
+
+    def reset(self, *args, **kwargs):
+        obs, info = self.env.reset(*args, **kwargs)
+        return _float32(obs), info
+
+    def step(self, actions):
+        obs, *rest = self.env.step(actions)
+        return (_float32(obs), *rest)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class ActionBounds:
+    """The environment boundary of continuous actions: the policy's action, made the task's.
+
+    A Gaussian policy acts in ``[-1, 1]`` on every action dimension whose bounds are both
+    finite: such an action ``u`` is rescaled to ``low + (u + 1) (high - low) / 2``, then
+    clipped to ``[low, high]`` (a sample beyond +-1 plays the bound). A dimension with an
+    infinite bound is neither rescaled nor clipped on that side. The action reaches the
+    environment in its space's dtype (float64 for EnvPool's MuJoCo tasks); the policy's own
+    action, unclipped, stays in the rollout for its log-probability. Everything else is the
+    wrapped environment's; ``action_space`` is its own, with the task's bounds.
+    """
+
+    def __init__(self, env):
+        self.env = env
+        space = env.action_space
+        low = np.asarray(space.low, np.float64)
+        high = np.asarray(space.high, np.float64)
+        self.finite = np.isfinite(low) & np.isfinite(high)
+        lo, hi = np.where(self.finite, low, -1.0), np.where(self.finite, high, 1.0)
+        self.center, self.half = (lo + hi) / 2, (hi - lo) / 2  # 0 and 1 where unbounded
+        self.low, self.high, self.dtype = low, high, np.dtype(space.dtype)
+
+    def __getattr__(self, name: str):
+        return getattr(self.env, name)
+
+    def to_env(self, action) -> np.ndarray:
+        """The policy's actions ``[N, D]`` as the environment takes them."""
+        action = self.center + self.half * np.asarray(action, np.float64)
+        return np.clip(action, self.low, self.high).astype(self.dtype)
+
+    def step(self, action):
+        return self.env.step(self.to_env(action))
+
+    def close(self) -> None:
+        self.env.close()
+
+
+_RENDER_PROBE = """
+import numpy as np, envpool
+env = envpool.make({env_id!r}, env_type="gymnasium", num_envs=1, render_mode="rgb_array")
+env.reset()
+frame = env.render(env_ids=[0])[0]
+assert frame.ndim == 3, frame.shape
+"""
+
+
+@functools.cache
+def render_problem(env_id: str) -> str | None:
+    """Why EnvPool cannot render ``env_id``'s frames on this machine; None when it can.
+
+    Only EnvPool's MuJoCo tasks are probed: their renderer needs an OpenGL context (EGL or
+    OSMesa, chosen by ``$MUJOCO_GL``), and without one MuJoCo aborts the whole process. So
+    the probe renders one frame in a child process, and its last words are the reason.
+    """
+    if not is_mujoco(env_id):
+        return None
+    try:
+        with tempfile.TemporaryDirectory(prefix="paac-render-") as where:  # MUJOCO_LOG.TXT
+            done = subprocess.run(
+                [sys.executable, "-c", _RENDER_PROBE.format(env_id=env_id)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                cwd=where,
+            )
+    except subprocess.TimeoutExpired:
+        return "rendering one frame took over 300 s"
+    if done.returncode == 0:
+        return None
+    lines = [ln.strip() for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    reason = (errors or lines or [f"exit status {done.returncode}"])[-1]
+    return (
+        f"EnvPool's MuJoCo renderer needs an OpenGL context (EGL or OSMesa, chosen by "
+        f"$MUJOCO_GL), and has none here ({reason[:200]})"
+    )
 
 
 class ObservationFilter:
@@ -361,11 +480,12 @@ def env_spec(env, env_id: str = "") -> EnvSpec:
         ``env.spec``'s type).
 
     Returns:
-      :class:`paac.core.types.EnvSpec`: ``obs_shape``, ``obs_dtype``, ``num_actions`` and
-      ``is_image`` (observations of rank 3, stacked frames). An action space that is not
-      Discrete (Box, MultiDiscrete, MultiBinary, ...), an observation space that is not a
-      Box (Dict, Tuple, Discrete, ...), or observations that are neither a vector nor
-      stacked frames, is a ConfigError naming the space.
+      :class:`paac.core.types.EnvSpec`: ``obs_shape``, ``obs_dtype``, ``num_actions``,
+      ``is_image`` (observations of rank 3, stacked frames) and ``continuous`` (a Box of
+      actions, of ``num_actions`` dimensions). An action space that is neither Discrete nor
+      a Box vector (MultiDiscrete, MultiBinary, Dict, a Box of rank 2, ...), an
+      observation space that is not a Box (Dict, Tuple, Discrete, ...), or observations
+      that are neither a vector nor stacked frames, is a ConfigError naming the space.
     """
     # Deferred on purpose: Gymnasium's spaces are imported once an environment exists
     # (EnvPool's spaces are Gymnasium's too).
@@ -373,11 +493,16 @@ def env_spec(env, env_id: str = "") -> EnvSpec:
 
     space = env.action_space
     name = env_id or getattr(env, "env_id", "") or type(env.spec).__name__.removesuffix("EnvSpec")
-    if not isinstance(space, spaces.Discrete):
-        kind = "continuous" if isinstance(space, spaces.Box) else "not Discrete"
+    continuous = isinstance(space, spaces.Box)
+    if continuous and len(space.shape) != 1:
         raise ConfigError(
-            f"--env={name!r} is invalid: its action space {describe_space(space)} is {kind}; "
-            "paac supports Discrete action spaces only"
+            f"--env={name!r} is invalid: its action space {describe_space(space)} is not a "
+            "vector; paac takes continuous actions as a Box of shape (D,)"
+        )
+    if not continuous and not isinstance(space, spaces.Discrete):
+        raise ConfigError(
+            f"--env={name!r} is invalid: its action space {describe_space(space)} is neither "
+            "Discrete nor a Box; paac supports those two"
         )
     obs_space = env.observation_space
     if not isinstance(obs_space, spaces.Box):
@@ -394,13 +519,21 @@ def env_spec(env, env_id: str = "") -> EnvSpec:
     return EnvSpec(
         obs_shape=shape,
         obs_dtype=np.dtype(obs_space.dtype),
-        num_actions=int(space.n),
+        num_actions=int(space.shape[0]) if continuous else int(space.n),
         is_image=len(shape) == 3,
+        continuous=continuous,
     )
 
 
 def check_arch(config: Config, spec: EnvSpec) -> None:
-    """The torso must match the observations: images for nips/nature, vectors for mlp."""
+    """The torso must match the observations (images for nips/nature, vectors for mlp), and
+    the algorithm the actions (the value-based methods take discrete ones)."""
+    if spec.continuous and config.algo in VALUE_ALGOS:
+        raise ConfigError(
+            f"--algo={config.algo!r} is invalid for --env={config.env!r}: its actions are "
+            f"continuous (a vector of {spec.num_actions}), and the value-based methods need "
+            "Discrete actions; use --algo a2c"
+        )
     if config.arch in IMAGE_ARCHS and not spec.is_image:
         raise ConfigError(
             f"--arch={config.arch!r} is invalid for --env={config.env!r}: its observations "

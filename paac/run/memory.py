@@ -94,7 +94,8 @@ def format_bytes(n: int) -> str:
 def rollout_bytes(config: Config, spec: EnvSpec, n_envs: int) -> int:
     """Bytes of one rollout's buffers for ``n_envs`` environments (:class:`Batch`)."""
     obs = math.prod(spec.obs_shape) * np.dtype(spec.obs_dtype).itemsize
-    per_step = obs + 4 + 4 + 1 + 1 + 4  # observation, action, reward, flags, mask
+    action = 4 * (spec.num_actions if spec.continuous else 1)  # int32, or float32 [D]
+    per_step = obs + action + 4 + 1 + 1 + 4  # observation, action, reward, flags, mask
     return config.t_max * n_envs * per_step + n_envs * obs  # and the bootstrap observation
 
 

@@ -69,8 +69,9 @@ def collect_rollout(
 
     Returns:
       ``(batch, carry)``: the time-major :class:`paac.core.types.Batch` (``obs``
-      ``[T, N, *obs_shape]``; ``action``, ``reward``, ``terminated``, ``truncated`` and
-      ``mask`` ``[T, N]``, the mask 0 on EnvPool's reset steps; ``bootstrap_obs``
+      ``[T, N, *obs_shape]``; ``action`` ``[T, N]`` or, continuous, ``[T, N, D]``, the
+      policy's own actions; ``reward``, ``terminated``, ``truncated`` and ``mask``
+      ``[T, N]``, the mask 0 on EnvPool's reset steps; ``bootstrap_obs``
       ``[N, *obs_shape]``; ``next_action`` ``[N]`` or None), and the next rollout's carry.
     """
     key, obs, done_before, pending, memory, start = carry
@@ -79,7 +80,7 @@ def collect_rollout(
     first_memory = memory
     start_buf = np.empty((t_max + 1, n), bool) if recurrent else None
     obs_buf = np.empty((t_max,) + obs.shape, obs.dtype)
-    action_buf = np.empty((t_max, n), np.int32)
+    action_buf = None  # [t_max, N] int32, or [t_max, N, D] float32: as act gives them
     reward_buf = np.empty((t_max, n), np.float32)
     term_buf = np.empty((t_max, n), bool)
     trunc_buf = np.empty((t_max, n), bool)
@@ -96,6 +97,8 @@ def collect_rollout(
         else:
             action, pending = pending, None
         obs, reward, terminated, truncated, info = env.step(action)
+        if action_buf is None:
+            action_buf = np.empty((t_max,) + action.shape, action.dtype)
         action_buf[t] = action
         reward_buf[t] = reward
         term_buf[t] = terminated

@@ -140,11 +140,14 @@ def run_benchmark(bench: BenchConfig) -> dict:
     n = config.n_envs
     rng = np.random.default_rng(bench.seed)
 
-    # 1. The limit: the raw environment with random actions.
+    # 1. The limit: the raw environment with random actions (uniform in the policy's range).
     env.reset()
 
     def env_step():
-        env.step(rng.integers(0, spec.num_actions, size=n, dtype=np.int32))
+        if spec.continuous:
+            env.step(rng.uniform(-1.0, 1.0, (n, spec.num_actions)).astype(np.float32))
+        else:
+            env.step(rng.integers(0, spec.num_actions, size=n, dtype=np.int32))
 
     env_sps = _timed(env_step, 2 * share, n)
 

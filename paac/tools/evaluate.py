@@ -25,7 +25,7 @@ from paac.core.config import VALUE_ALGOS, ConfigError
 from paac.core.tasks import is_atari
 from paac.run.agents import check_agent_spec, is_agent_dir, load_agent
 from paac.run.checkpoints import config_from_meta, read_meta, restore, run_dir_of
-from paac.run.envs import check_arch, env_spec, make_env
+from paac.run.envs import check_arch, env_spec, make_env, render_problem
 from paac.run.memory import format_bytes, host_memory
 from paac.run.metrics import write_atomic
 
@@ -202,6 +202,10 @@ def evaluate(
         seed = (config.seed + 1_000_003) % 2**31
     elif not isinstance(seed, int) or not 0 <= seed < 2**31:
         raise ConfigError(f"--seed={seed!r} is invalid: must be an integer in [0, 2**31)")
+    if video is not None:
+        problem = render_problem(config.env)
+        if problem:
+            raise ConfigError(f"--video is invalid for --env={config.env!r}: {problem}")
     extra = {"render_mode": "rgb_array"} if video else {}
     env = make_env(config.env, n, seed, training=False, num_threads=config.num_threads, **extra)
     try:

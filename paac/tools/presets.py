@@ -2,9 +2,11 @@
 
 A preset is a named :class:`~paac.core.config.Config` the command line parses over (flags
 override it), kept per task as rl-zoo keeps its hyperparameter files. ``atari`` is PAAC's
-published Atari settings, ``control`` the classic-control defaults; a task preset is named
-after its task and gives only what differs from ``control``. The measurements behind the
-table are in docs/presets.md.
+published Atari settings, ``control`` the classic-control defaults, ``continuous`` the
+defaults of continuous actions (MuJoCo, Box2D, classic control); a task preset is named
+after its task and gives only what differs from ``control`` (or, for a task with continuous
+actions, from ``continuous``). The measurements behind the tables are in docs/presets.md
+and docs/continuous.md.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import dataclasses
 from typing import Any
 
 from paac.core.config import IMAGE_ARCHS, Config, ConfigError, flag
-from paac.core.tasks import gymnasium_id, is_atari, is_gymnasium
+from paac.core.tasks import gymnasium_id, is_atari, is_continuous, is_gymnasium
 
 ATARI = Config()
 """PAAC's published Atari settings (``experiments/atari.py``)."""
@@ -71,6 +73,26 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
 """Each task's settings over :data:`CONTROL`, the preset named after its task
 (docs/presets.md has what was measured)."""
 
+CONTINUOUS = dataclasses.replace(
+    CONTROL,
+    env="HalfCheetah-v4",
+    normalize_obs=True,
+    normalize_reward=True,
+    entropy_coef=0.0,
+    total_steps=1_000_000,
+    log_interval=10_000,
+)
+"""Continuous actions with an MLP torso and a Gaussian policy (``experiments/mujoco.py``)."""
+
+CONTINUOUS_PRESETS: dict[str, dict[str, Any]] = {
+    "HalfCheetah-v4": {},
+    "InvertedPendulum-v4": {"total_steps": 500_000},
+}
+"""Each continuous task's settings over :data:`CONTINUOUS` (docs/continuous.md)."""
+
+CONTINUOUS_FAMILY = frozenset({"continuous", *CONTINUOUS_PRESETS})
+"""The presets for continuous actions; every other one is for discrete actions."""
+
 SHARED_PRESETS: dict[str, str] = {
     "CartPole-v0": "CartPole-v1",
     "phys2d/CartPole-v0": "CartPole-v1",
@@ -81,9 +103,11 @@ SHARED_PRESETS: dict[str, str] = {
 
 
 def _presets() -> dict[str, Config]:
-    table = {"atari": ATARI, "control": CONTROL}
+    table = {"atari": ATARI, "control": CONTROL, "continuous": CONTINUOUS}
     for task, values in TASK_PRESETS.items():
         table[task] = dataclasses.replace(CONTROL, env=task, **values)
+    for task, values in CONTINUOUS_PRESETS.items():
+        table[task] = dataclasses.replace(CONTINUOUS, env=task, **values)
     return {name: dataclasses.replace(c, preset=name) for name, c in table.items()}
 
 
@@ -92,23 +116,29 @@ PRESETS: dict[str, Config] = _presets()
 
 
 def preset_of(env_id: str) -> str:
-    """The name of ``env_id``'s preset: its task's, else ``atari`` or ``control``.
+    """The name of ``env_id``'s preset: its task's, else ``atari``, ``continuous`` (an
+    EnvPool task with continuous actions) or ``control``.
 
     A ``gymnasium:ID`` task takes the preset of the EnvPool task of the same id.
     """
     task = gymnasium_id(env_id)
     task = SHARED_PRESETS.get(task, task)
-    if task in TASK_PRESETS:
+    if task in TASK_PRESETS or task in CONTINUOUS_PRESETS:
         return task
-    return "atari" if is_atari(env_id) else "control"
+    if is_atari(env_id):
+        return "atari"
+    return "continuous" if is_continuous(env_id) else "control"
 
 
 def preset_config(name: str, env_id: str | None = None) -> Config:
     """Preset ``name`` for ``env_id`` (by default the preset's own task).
 
     Raises:
-      ConfigError: (one line) ``name`` is no preset, or the preset's torso does not fit
-        the task (an MLP preset on an Atari game, a CNN preset on vector observations).
+      ConfigError: (one line) ``name`` is no preset, or the preset does not fit the
+        task's spaces: its torso (an MLP preset on an Atari game, a CNN preset on vector
+        observations) or its actions (a preset for continuous actions on a task with
+        discrete ones, or the reverse). A Gymnasium task's spaces are known once it is
+        made, and are not checked here.
     """
     if name not in PRESETS:
         raise ConfigError(
@@ -126,6 +156,14 @@ def preset_config(name: str, env_id: str | None = None) -> Config:
             raise ConfigError(
                 f"{flag('preset')}={name!r} is invalid for {flag('env')}={env_id}: it is for "
                 f"{what} (--arch {config.arch}); {env_id}'s preset is {fits!r}"
+            )
+        continuous = name in CONTINUOUS_FAMILY
+        if continuous != is_continuous(env_id):
+            kinds = {True: "continuous", False: "discrete"}
+            raise ConfigError(
+                f"{flag('preset')}={name!r} is invalid for {flag('env')}={env_id}: it is for "
+                f"{kinds[continuous]} actions, and {env_id}'s are {kinds[not continuous]}; "
+                f"{env_id}'s preset is {preset_of(env_id)!r}"
             )
     return config
 
