@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from paac.algorithms.a2c import make_forward
+from paac.algorithms.a2c import make_a2c_grad, make_forward
 from paac.algorithms.build import init_state, make_algorithm, network_for, state_template
 from paac.algorithms.common import make_act, make_greedy_act
 from paac.core.config import Config, ConfigError
@@ -20,6 +20,7 @@ from paac.core.types import EnvSpec
 from paac.nets.networks import MIN_VARIANCE, make_network
 from paac.ops.distributions import CATEGORICAL, GAUSSIAN, gaussian_split
 from paac.ops.losses import a2c_loss
+from paac.run.agents import Agent, check_agent_spec
 from paac.run.checkpoints import CheckpointError, restore
 from paac.run.envs import ActionBounds, EpisodeStats, env_spec, make_env, render_problem
 from paac.run.rollout import collect_rollout, initial_carry
@@ -219,6 +220,8 @@ def test_envpool_and_gymnasium_box_tasks_are_continuous_specs():
 def test_spaces_neither_discrete_nor_a_box_vector_are_one_line():
     for space, words in (
         (spaces.Box(-1.0, 1.0, (2, 2)), "Box(shape=(2, 2), dtype=float32) is not a vector"),
+        (spaces.Box(-1.0, 1.0, (0,)), "Box(shape=(0,), dtype=float32) is not a vector"),
+        (spaces.Box(-3, 3, (2,), np.int64), "is a Box of integers"),
         (spaces.MultiDiscrete([2, 3]), "is neither Discrete nor a Box"),
     ):
         env = types.SimpleNamespace(action_space=space, observation_space=spaces.Box(0, 1, (3,)))
@@ -253,31 +256,56 @@ def test_the_rollout_keeps_the_policys_actions_and_the_env_gets_them_bounded():
     sent = np.stack(sent)
     assert sent.dtype == np.float64  # InvertedPendulum-v4's actions
     np.testing.assert_allclose(sent, np.clip(3.0 * batch.action, -3.0, 3.0), rtol=1e-6)
-    # The update learns from it, finitely.
-    new_state, metrics = jax.jit(algorithm.update)(state, batch)
+    # The update learns from it, finitely, the log-std too.
+    grads, _ = make_a2c_grad(cfg, network)(state.params, batch)
+    g = float(grads["params"]["log_std"][0])
+    assert np.isfinite(g) and g != 0.0
+    _, metrics = jax.jit(algorithm.update)(state, batch)
     assert all(np.isfinite(float(v)) for v in metrics.values())
-    assert float(jnp.abs(new_state.params["params"]["log_std"] - 0.7)[0]) > 0
     env.close()
 
 
 @pytest.mark.parametrize("extra", [dict(), dict(lstm_cells=8)], ids=["mlp", "lstm"])
-def test_the_update_recomputes_the_gaussian_acting_computed(extra):
-    cfg = Config(**SMALL, **extra)
+def test_the_update_recomputes_the_gaussian_acting_sampled_from(extra):
+    """The update's forward pass gives the very means and log-stds acting sampled from
+    (the LSTM's too, from the rollout's first memory, across episode ends), and the
+    rollout's actions are draws of that Gaussian, unclipped: standardised, they are
+    standard normal."""
+    cfg = Config(**dict(SMALL, n_envs=16, t_max=20), **extra)
     network = network_for(cfg, SPEC)
     algorithm = make_algorithm(cfg, network, SPEC)
     state = init_state(cfg, network, SPEC, jax.random.PRNGKey(0))
-    env = make_env("InvertedPendulum-v4", 4, 3)
+    # Larger weights, so that the observations (and the memory) move the mean, and a std of
+    # 2 in the policy's range: a clipped action would not pass for a draw.
+    params = jax.tree.map(lambda p: p * 3.0, state.params)
+    params["params"]["log_std"] = jnp.asarray([0.7])
+    mean_head = params["params"]["mean"]
+    params["params"]["mean"] = {**mean_head, "kernel": mean_head["kernel"] * 100.0}
+    state = state._replace(params=params)
+    seen = []
+    act = jax.jit(algorithm.act)
+
+    def recorded(state, obs, key, *memory):
+        if memory:
+            p, _, _ = network.apply(state.params, obs[None], memory[0], memory[1][None])
+            seen.append(np.asarray(p[0]))
+        else:
+            seen.append(np.asarray(network.apply(state.params, obs)[0]))
+        return act(state, obs, key, *memory)
+
+    env = make_env("InvertedPendulum-v4", 16, 3, max_episode_steps=7)
     obs, _ = env.reset()
     carry = initial_carry(jax.random.PRNGKey(1), obs, algorithm.memory)
-    batch, _ = collect_rollout(env, jax.jit(algorithm.act), state, carry, EpisodeStats(4), 5)
+    batch, _ = collect_rollout(env, recorded, state, carry, EpisodeStats(16), 20)
     env.close()
-    # The actions are samples of the policy the update computes: standardised by its mean
-    # and std, they are standard normal draws (40 of them).
-    p, _, _ = make_forward(network)(state.params, batch._replace(obs=batch.obs))
+    p, _, _ = jax.jit(make_forward(network))(state.params, batch)
+    np.testing.assert_allclose(p, np.stack(seen), rtol=1e-5, atol=1e-5)
     mean, log_std = gaussian_split(np.asarray(p))
+    assert np.ptp(mean) > 0.1  # the mean does depend on the state
     z = (batch.action - mean) / np.exp(log_std)
-    assert z.shape == (5, 4, 1)
-    assert abs(z.mean()) < 0.6 and 0.6 < z.std() < 1.5
+    assert z.shape == (20, 16, 1)  # 320 draws
+    assert abs(z.mean()) < 0.2 and 0.88 < z.std() < 1.12
+    assert (batch.mask == 0).sum() >= 16  # episodes did end inside the rollout
 
 
 # --- Every part of the loop with continuous actions ---------------------------------------------
@@ -336,6 +364,22 @@ def test_presets_that_do_not_fit_the_actions_are_one_line(capsys):
     assert PRESETS["InvertedPendulum-v4"].normalize_obs
 
 
+def test_gaussian_settings_on_discrete_actions_are_one_line(capsys):
+    for flag, value in (("--policy-std", "softplus"), ("--log-std-init", "-1.0")):
+        args = ["--env", "CartPole-v1", flag, value, "--total-steps", "80"]
+        assert main(CONTINUOUS, args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{flag}=" in err[0] and "its actions are discrete" in err[0]
+
+
+def test_gymnasium_tasks_take_the_preset_of_their_envpool_twin():
+    from paac.tools.presets import preset_of
+
+    assert preset_of("gymnasium:Pendulum-v1") == preset_of("Pendulum-v1") == "continuous"
+    assert preset_of("gymnasium:HalfCheetah-v4") == "HalfCheetah-v4"
+    assert preset_of("gymnasium:tests.gym_envs:Corridor-box_action-v0") == "control"
+
+
 def test_bad_gaussian_settings_are_one_line():
     with pytest.raises(ConfigError, match=r"^--policy-std='fixed' is invalid: must be one of"):
         Config(**dict(SMALL, policy_std="fixed"))
@@ -352,6 +396,12 @@ def test_discrete_and_continuous_checkpoints_do_not_mix(tmp_path):
     with pytest.raises(CheckpointError, match="holds a policy of continuous actions, and this "
                        "run's environment has discrete ones"):  # fmt: skip
         restore(f"{run.run_dir}/checkpoints", 400, template)
+    discrete_run = train(Config(**dict(cartpole.to_dict(), total_steps=400, out_dir=str(tmp_path),
+                                       run_name="cartpole")), progress=False)  # fmt: skip
+    template = state_template(Config(**SMALL), network_for(Config(**SMALL), SPEC), SPEC)
+    with pytest.raises(CheckpointError, match="holds a policy of discrete actions, and this "
+                       "run's environment has continuous ones"):  # fmt: skip
+        restore(f"{discrete_run.run_dir}/checkpoints", 400, template)
 
 
 @pytest.mark.slow
@@ -361,6 +411,8 @@ def test_evaluation_plays_the_mean_greedily_and_samples_otherwise(tmp_path):
     sampled = [evaluate(run.run_dir, episodes=3, seed=s) for s in (5, 6)]
     assert greedy[0]["scores"] == greedy[1]["scores"]  # the mean: no randomness but the env's
     assert greedy[0]["policy"] == "greedy" and sampled[0]["policy"] == "sampled"
+    # At the same seed, the same environments: only the policy's noise tells them apart.
+    assert sampled[0]["lengths"] != greedy[0]["lengths"]
     with open(f"{run.run_dir}/eval-2000-greedy.json") as f:
         assert json.load(f)["episodes"] == 3
 
@@ -411,7 +463,7 @@ def test_inverted_pendulum_is_learnt_with_its_preset(tmp_path):
     config = Config(**{**cfg.to_dict(), "out_dir": str(tmp_path), "target_score": 950.0})
     result = train(config, progress=False)
     assert result.score_last20 >= 950, result.score_last20
-    assert result.steps <= cfg.total_steps
+    assert result.steps < cfg.total_steps  # stopped at the target, inside the budget
     stats = evaluate(result.run_dir, episodes=10, greedy=True)
     assert stats["mean"] >= 950
 
@@ -440,3 +492,12 @@ def test_the_benchmark_and_compare_take_continuous_actions(script, tmp_path):
         "--seeds", "0", "--compare-dir", str(tmp_path / "compare"), "--out-dir", str(tmp_path),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_an_agent_of_other_actions_is_refused_in_one_line():
+    discrete = EnvSpec((4,), np.dtype("float32"), 1, False, False)
+    agent = Agent(Config(**SMALL), discrete, {}, {}, 0, {})
+    with pytest.raises(CheckpointError, match=r"^agent 'a' plays discrete actions, and "
+                       r"InvertedPendulum-v4 made here has continuous ones$"):  # fmt: skip
+        check_agent_spec(agent, SPEC, "a")
+    check_agent_spec(agent._replace(spec=SPEC), SPEC, "a")  # the same spec: no complaint

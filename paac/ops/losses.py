@@ -79,7 +79,9 @@ def a2c_loss(
       ``(loss, A2CLossTerms)``.
     """
     chex.assert_equal_shape([values, advantages, returns, mask])
-    chex.assert_equal_shape_prefix([logits, values, actions], values.ndim)
+    chex.assert_equal_shape_prefix([logits, values], values.ndim)
+    action_shape = (logits.shape[-1] // 2,) if distribution.continuous else ()
+    chex.assert_shape(actions, values.shape + action_shape)
     mask = mask.astype(logits.dtype)
     # Masked steps may hold any garbage; neutralise it before it reaches a product.
     logits = jnp.where(mask[..., None] > 0, logits, 0.0)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from paac.core.config import IMAGE_ARCHS, VALUE_ALGOS, Config, ConfigError, first_line
+from paac.core.config import IMAGE_ARCHS, VALUE_ALGOS, Config, ConfigError, first_line, flag
 from paac.core.tasks import FILTERED_TASKS, gymnasium_id, is_atari, is_gymnasium, is_mujoco
 from paac.core.types import EnvSpec
 from paac.nets.networks import conv_output_size, min_frame_size
@@ -234,11 +234,13 @@ def render_problem(env_id: str) -> str | None:
         return None
     lines = [ln.strip() for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
     errors = [ln for ln in lines if "error" in ln.lower()]
-    reason = (errors or lines or [f"exit status {done.returncode}"])[-1]
-    return (
-        f"EnvPool's MuJoCo renderer needs an OpenGL context (EGL or OSMesa, chosen by "
-        f"$MUJOCO_GL), and has none here ({reason[:200]})"
-    )
+    reason = (errors or lines or [f"exit status {done.returncode}"])[-1][:200]
+    if "opengl" in reason.lower():
+        return (
+            "EnvPool's MuJoCo renderer needs an OpenGL context (EGL or OSMesa, chosen by "
+            f"$MUJOCO_GL), and has none here ({reason})"
+        )
+    return f"EnvPool's MuJoCo renderer could not render a frame here ({reason})"
 
 
 class ObservationFilter:
@@ -494,10 +496,15 @@ def env_spec(env, env_id: str = "") -> EnvSpec:
     space = env.action_space
     name = env_id or getattr(env, "env_id", "") or type(env.spec).__name__.removesuffix("EnvSpec")
     continuous = isinstance(space, spaces.Box)
-    if continuous and len(space.shape) != 1:
+    if continuous and (len(space.shape) != 1 or space.shape[0] < 1):
         raise ConfigError(
             f"--env={name!r} is invalid: its action space {describe_space(space)} is not a "
-            "vector; paac takes continuous actions as a Box of shape (D,)"
+            "vector; paac takes continuous actions as a Box of shape (D,), D >= 1"
+        )
+    if continuous and not np.issubdtype(space.dtype, np.floating):
+        raise ConfigError(
+            f"--env={name!r} is invalid: its action space {describe_space(space)} is a Box "
+            "of integers; paac takes continuous actions as a Box of floats"
         )
     if not continuous and not isinstance(space, spaces.Discrete):
         raise ConfigError(
@@ -528,6 +535,14 @@ def env_spec(env, env_id: str = "") -> EnvSpec:
 def check_arch(config: Config, spec: EnvSpec) -> None:
     """The torso must match the observations (images for nips/nature, vectors for mlp), and
     the algorithm the actions (the value-based methods take discrete ones)."""
+    if not spec.continuous:
+        for field, default in (("policy_std", "parameter"), ("log_std_init", 0.0)):
+            value = getattr(config, field)
+            if value != default:
+                raise ConfigError(
+                    f"{flag(field)}={value!r} is invalid for --env={config.env!r}: its actions "
+                    "are discrete, and it sets the Gaussian policy of continuous actions"
+                )
     if spec.continuous and config.algo in VALUE_ALGOS:
         raise ConfigError(
             f"--algo={config.algo!r} is invalid for --env={config.env!r}: its actions are "

@@ -127,7 +127,7 @@ def preset_of(env_id: str) -> str:
         return task
     if is_atari(env_id):
         return "atari"
-    return "continuous" if is_continuous(env_id) else "control"
+    return "continuous" if is_continuous(task) else "control"
 
 
 def preset_config(name: str, env_id: str | None = None) -> Config:
