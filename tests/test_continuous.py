@@ -311,11 +311,12 @@ def test_the_update_recomputes_the_gaussian_acting_sampled_from(extra):
 # --- Every part of the loop with continuous actions ---------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra",
-    [dict(), dict(mode="a3c", workers=2), dict(mode="ga3c"), dict(lstm_cells=8),
-     dict(policy_std="softplus", gae_lambda=0.95, normalize_reward=True)],
-    ids=["sync", "a3c", "ga3c", "lstm", "softplus-gae-normalised"],
+    [dict(), dict(mode="a3c", workers=2, lstm_cells=8),
+     dict(mode="ga3c", policy_std="softplus", gae_lambda=0.95, normalize_reward=True)],
+    ids=["sync", "a3c-lstm", "ga3c-softplus-gae-normalised"],
 )  # fmt: skip
 def test_continuous_resume_is_exact(tmp_path, extra):
     cfg = dict(SMALL, n_envs=8, total_steps=8000, checkpoint_interval=4000, log_interval=700,
@@ -330,6 +331,7 @@ def test_continuous_resume_is_exact(tmp_path, extra):
     assert_same_logs(run, straight.run_dir)
 
 
+@pytest.mark.slow
 def test_a3c_with_one_worker_is_sync_with_continuous_actions(tmp_path):
     cfg = dict(SMALL, total_steps=1000, out_dir=str(tmp_path), log_interval=100)
     sync = train(Config(**cfg, run_name="sync"), progress=False)
