@@ -53,6 +53,19 @@ def assert_same_logs(run_dir, other_dir) -> None:
             assert a[col] == b[col], (a["step"], col)
 
 
+def assert_resume_is_exact(tmp_path, cfg: dict) -> None:
+    """``cfg`` trained to 8000 steps straight, and resumed from its checkpoint at 4000 (the
+    one at 8000 removed), end equal: every array of the learner state, and the logs."""
+    straight = train(Config(**cfg, out_dir=str(tmp_path), run_name="a"), progress=False)
+    run = tmp_path / "b"
+    shutil.copytree(straight.run_dir, run)
+    shutil.rmtree(run / "checkpoints" / "8000")
+    resumed = train(Config(**cfg, resume=str(run)), progress=False)
+    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    assert_same_logs(run, straight.run_dir)
+
+
 def _listing(path):
     return sorted(
         (os.path.relpath(os.path.join(d, f), path), os.path.getmtime(os.path.join(d, f)))

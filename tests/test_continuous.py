@@ -3,7 +3,6 @@ loop that takes them (rollout, modes, devices, checkpoints, evaluation, tools)."
 
 import json
 import math
-import shutil
 import types
 
 import jax
@@ -28,7 +27,7 @@ from paac.run.train import train
 from paac.tools.cli import main
 from paac.tools.evaluate import evaluate
 from paac.tools.presets import CONTINUOUS, PRESETS
-from tests.test_checkpoints import assert_same_logs
+from tests.test_checkpoints import assert_resume_is_exact
 
 SPEC = EnvSpec((4,), np.dtype("float32"), 1, False, True)  # InvertedPendulum-v4's
 SMALL = dict(
@@ -321,14 +320,7 @@ def test_the_update_recomputes_the_gaussian_acting_sampled_from(extra):
 def test_continuous_resume_is_exact(tmp_path, extra):
     cfg = dict(SMALL, n_envs=8, total_steps=8000, checkpoint_interval=4000, log_interval=700,
                **extra)  # fmt: skip
-    straight = train(Config(**cfg, out_dir=str(tmp_path), run_name="a"), progress=False)
-    run = tmp_path / "b"
-    shutil.copytree(straight.run_dir, run)
-    shutil.rmtree(run / "checkpoints" / "8000")
-    resumed = train(Config(**cfg, resume=str(run)), progress=False)
-    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
-    assert_same_logs(run, straight.run_dir)
+    assert_resume_is_exact(tmp_path, cfg)
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import shutil
 import types
 
 import jax
@@ -20,7 +19,7 @@ from paac.run.train import train
 from paac.tools.cli import main
 from paac.tools.evaluate import evaluate
 from paac.tools.presets import CONTROL
-from tests.test_checkpoints import assert_same_logs
+from tests.test_checkpoints import assert_resume_is_exact
 
 SPEC = EnvSpec((4,), np.dtype("float32"), 2, False)
 LSTM = dict(
@@ -139,14 +138,7 @@ def test_a3c_workers_act_with_their_own_copies():
 def test_lstm_resume_is_exact(tmp_path, extra):
     cfg = dict(LSTM, n_envs=8, total_steps=8000, checkpoint_interval=4000, log_interval=700,
                **extra)  # fmt: skip
-    straight = train(Config(**cfg, out_dir=str(tmp_path), run_name="a"), progress=False)
-    run = tmp_path / "b"
-    shutil.copytree(straight.run_dir, run)
-    shutil.rmtree(run / "checkpoints" / "8000")
-    resumed = train(Config(**cfg, resume=str(run)), progress=False)
-    for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
-    assert_same_logs(run, straight.run_dir)
+    assert_resume_is_exact(tmp_path, cfg)
 
 
 @pytest.mark.slow
