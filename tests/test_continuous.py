@@ -495,3 +495,35 @@ def test_an_agent_of_other_actions_is_refused_in_one_line():
                        r"InvertedPendulum-v4 made here has continuous ones$"):  # fmt: skip
         check_agent_spec(agent, SPEC, "a")
     check_agent_spec(agent._replace(spec=SPEC), SPEC, "a")  # the same spec: no complaint
+
+
+def test_a_value_torso_of_its_own_takes_no_gradient_from_the_policy():
+    net = make_network("mlp", 2, continuous=True, shared_torso=False)
+    obs = jnp.asarray(np.random.default_rng(3).normal(size=(5, 4)), jnp.float32)
+    params = net.init(jax.random.PRNGKey(0), obs)
+    assert {"torso", "value_torso", "mean", "log_std", "value"} == set(params["params"])
+
+    def value(params):
+        return jnp.sum(net.apply(params, obs)[1])
+
+    def policy(params):
+        return jnp.sum(net.apply(params, obs)[0])
+
+    g_value, g_policy = jax.grad(value)(params)["params"], jax.grad(policy)(params)["params"]
+    zero = lambda tree: all(not np.any(np.asarray(x)) for x in jax.tree.leaves(tree))  # noqa: E731
+    assert zero(g_value["torso"]) and not zero(g_value["value_torso"])
+    assert zero(g_policy["value_torso"]) and not zero(g_policy["torso"])
+    # Shared (PAAC's), the value's gradient reaches the one torso.
+    shared = make_network("mlp", 2, continuous=True)
+    p = shared.init(jax.random.PRNGKey(0), obs)
+    g = jax.grad(lambda p: jnp.sum(shared.apply(p, obs)[1]))(p)["params"]
+    assert "value_torso" not in p["params"] and not zero(g["torso"])
+
+
+def test_a_value_torso_of_its_own_is_for_feed_forward_a2c():
+    for extra, words in (
+        (dict(lstm_cells=8), "not --lstm-cells 8"),
+        (dict(algo="q"), "not --algo q"),
+    ):
+        with pytest.raises(ConfigError, match=f"^--no-shared-torso is invalid: .*{words}$"):
+            Config(**dict(SMALL, shared_torso=False, **extra))

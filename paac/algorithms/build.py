@@ -38,6 +38,7 @@ def network_for(config: Config, spec: EnvSpec):
         continuous=spec.continuous,
         policy_std=config.policy_std,
         log_std_init=config.log_std_init,
+        shared_torso=config.shared_torso,
     )
 
 

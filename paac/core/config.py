@@ -93,6 +93,9 @@ class Config:
     """Network torso: nips | nature | mlp (mlp for vector observations)."""
     lstm_cells: int = 0
     """LSTM cells after the torso, feeding the heads (A3C-LSTM: 256); 0: feed-forward."""
+    shared_torso: bool = True
+    """a2c, feed-forward: the value head shares the policy's torso (PAAC's); with
+    --no-shared-torso it has a torso of its own (SB3's and CleanRL's MuJoCo networks)."""
     init: str = "orthogonal"
     """Initialisation: orthogonal (CleanRL, SB3) | paac (uniform +-1/sqrt(fan_in), as PAAC's)."""
     policy_init_scale: float = 0.01
@@ -357,6 +360,12 @@ def _validate(c: Config) -> None:
             "lstm_cells",
             c.lstm_cells,
             f"the LSTM is for --algo a2c (in every --mode); --algo {c.algo} is feed-forward only",
+        )
+    if not c.shared_torso and (c.lstm_cells or c.algo != "a2c"):
+        what = f"--lstm-cells {c.lstm_cells}" if c.lstm_cells else f"--algo {c.algo}"
+        raise ConfigError(
+            f"--no-shared-torso is invalid: a torso of the value's own is for the "
+            f"feed-forward --algo a2c, not {what}"
         )
     if c.mode != "sync" and c.algo != "a2c":
         allowed = f"the async modes are for --algo a2c (got {c.algo!r}); use sync"

@@ -201,7 +201,8 @@ def _value_head(module: nn.Module, h: jnp.ndarray) -> jnp.ndarray:
 
 
 class ActorCritic(nn.Module):
-    """Shared torso with a policy head and a scalar value head.
+    """A torso with a policy head and a scalar value head (with ``value_torso``, the value
+    head has a torso of its own, as SB3's and CleanRL's MuJoCo networks do).
 
     The policy head gives logits ``[..., A]`` for discrete actions and, with
     ``continuous``, a diagonal Gaussian's ``[mean, log_std]`` ``[..., 2 * D]``
@@ -215,11 +216,13 @@ class ActorCritic(nn.Module):
     continuous: bool = False
     policy_std: str = "parameter"
     log_std_init: float = 0.0
+    value_torso: nn.Module | None = None  # a torso of the value head's own; None: shared
 
     @nn.compact
     def __call__(self, obs: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
         h = self.torso(obs)
-        return _policy_head(self, h), _value_head(self, h)
+        h_value = h if self.value_torso is None else self.value_torso(obs)
+        return _policy_head(self, h), _value_head(self, h_value)
 
 
 class RecurrentActorCritic(nn.Module):
@@ -300,6 +303,7 @@ def make_network(
     continuous: bool = False,
     policy_std: str = "parameter",
     log_std_init: float = 0.0,
+    shared_torso: bool = True,
 ) -> nn.Module:
     """The network for ``arch``: policy-logits and value heads, or one Q head (``head="q"``).
 
@@ -320,6 +324,8 @@ def make_network(
         ``num_actions`` dimensions instead of logits (:func:`_policy_head`).
       policy_std: the Gaussian's standard deviation, one of :data:`POLICY_STDS`.
       log_std_init: the Gaussian's initial log standard deviation.
+      shared_torso: with a feed-forward ``actor_critic``, whether the value head shares
+        the policy's torso (PAAC's) or has a torso of its own (``value_torso``).
 
     Returns:
       A Flax module: ``apply(params, obs)`` gives ``(logits [..., A], value [...])`` for
@@ -329,6 +335,8 @@ def make_network(
     torso = make_torso(arch, conv_impl, init)
     if lstm_cells and head != "actor_critic":
         raise ValueError(f"lstm_cells={lstm_cells} is for the actor_critic head, not {head!r}")
+    if not shared_torso and (lstm_cells or head != "actor_critic"):
+        raise ValueError("a torso of the value's own is for the feed-forward actor_critic head")
     if continuous and head != "actor_critic":
         raise ValueError(f"continuous actions are for the actor_critic head, not {head!r}")
     gaussian = dict(continuous=continuous, policy_std=policy_std, log_std_init=log_std_init)
@@ -337,7 +345,10 @@ def make_network(
             torso, num_actions, lstm_cells, policy_init_scale, init, **gaussian
         )
     if head == "actor_critic":
-        return ActorCritic(torso, num_actions, policy_init_scale, init, **gaussian)
+        value_torso = None if shared_torso else make_torso(arch, conv_impl, init)
+        return ActorCritic(
+            torso, num_actions, policy_init_scale, init, **gaussian, value_torso=value_torso
+        )
     if head == "q":
         return QNetwork(torso, num_actions, init)
     raise ValueError(f"head={head!r} is not one of {', '.join(HEADS)}")
