@@ -3,6 +3,7 @@
 import csv
 import errno
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -44,13 +45,17 @@ def _rows(run_dir):
         return list(csv.DictReader(f))
 
 
-def assert_same_logs(run_dir, other_dir) -> None:
-    """The same metrics.csv rows, every number equal but the wall-time columns."""
+def assert_same_logs(run_dir, other_dir, rtol: float = 0.0) -> None:
+    """The same metrics.csv rows, every number equal but the wall-time columns (with
+    ``rtol``, equal to that relative tolerance)."""
     ours, theirs = _rows(run_dir), _rows(other_dir)
     assert [r["step"] for r in ours] == [r["step"] for r in theirs]
     for a, b in zip(ours, theirs, strict=True):
         for col in set(a) - {"walltime", "sps"}:
-            assert a[col] == b[col], (a["step"], col)
+            if rtol and a[col] and b[col]:
+                assert math.isclose(float(a[col]), float(b[col]), rel_tol=rtol), (a["step"], col)
+            else:
+                assert a[col] == b[col], (a["step"], col)
 
 
 def assert_resume_is_exact(tmp_path, cfg: dict) -> None:
@@ -949,7 +954,9 @@ def test_a_checkpoint_of_the_flat_package_evaluates_and_resumes_exactly(straight
     assert resumed.steps == 8000 and resumed.run_dir == str(run)
     for a, b in zip(jax.tree.leaves(straight.state), jax.tree.leaves(resumed.state), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
-    assert_same_logs(run, straight.run_dir)
+    # The rows up to 4000 were written by a8126b7's build: the same numbers to the last few
+    # digits (the explained variance, a ratio of two variances, is the most sensitive).
+    assert_same_logs(run, straight.run_dir, rtol=1e-4)
 
 
 @pytest.mark.slow
