@@ -48,32 +48,34 @@ def known_env_ids() -> frozenset[str]:
 
 
 @functools.cache
+def _envpool_spec(env_id: str):
+    """EnvPool's spec of ``env_id``; None for a Gymnasium or filtered task, and for a task
+    whose spec cannot be built here (its creation then fails with the reason)."""
+    if is_gymnasium(env_id) or env_id in FILTERED_TASKS:
+        return None
+    try:
+        return _envpool().make_spec(env_id)
+    except Exception:  # e.g. Procgen without its Qt runtime
+        return None
+
+
+@functools.cache
 def is_atari(env_id: str) -> bool:
     """Whether ``env_id`` is an EnvPool Atari task: one with all of :data:`ATARI_OPTIONS`.
 
     False for a task whose spec cannot be built here (its creation then fails with the
     reason).
     """
-    if is_gymnasium(env_id) or env_id in FILTERED_TASKS:
-        return False
-    try:
-        fields = _envpool().make_spec(env_id).config._fields
-    except Exception:  # e.g. Procgen without its Qt runtime
-        return False
-    return all(option in fields for option in ATARI_OPTIONS)
+    spec = _envpool_spec(env_id)
+    return spec is not None and all(option in spec.config._fields for option in ATARI_OPTIONS)
 
 
 @functools.cache
 def is_continuous(env_id: str) -> bool:
     """Whether EnvPool's task ``env_id`` has continuous (Box) actions; False for a Gymnasium
     task (its spaces are known once it is made) and for a task whose spec cannot be built."""
-    if is_gymnasium(env_id) or env_id in FILTERED_TASKS:
-        return False
-    try:
-        space = _envpool().make_spec(env_id).action_space
-    except Exception:  # e.g. Procgen without its Qt runtime
-        return False
-    return type(space).__name__ == "Box"
+    spec = _envpool_spec(env_id)
+    return spec is not None and type(spec.action_space).__name__ == "Box"
 
 
 @functools.cache

@@ -136,7 +136,36 @@ def bounded(env):
     return ActionBounds(env) if isinstance(env.action_space, spaces.Box) else env
 
 
-class Float32Observations:
+class EnvWrapper:
+    """Another environment with one part changed; everything else is the wrapped one's."""
+
+    def __init__(self, env):
+        self.env = env
+
+    def __getattr__(self, name: str):
+        return getattr(self.env, name)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class ObservationWrapper(EnvWrapper):
+    """An environment whose observations are the wrapped one's through :meth:`observation`
+    (``observation_space`` set to match by the subclass)."""
+
+    def observation(self, obs):
+        raise NotImplementedError
+
+    def reset(self, *args, **kwargs):
+        obs, info = self.env.reset(*args, **kwargs)
+        return self.observation(obs), info
+
+    def step(self, actions):
+        obs, *rest = self.env.step(actions)
+        return (self.observation(obs), *rest)
+
+
+class Float32Observations(ObservationWrapper):
     """An environment whose float64 observations (EnvPool's MuJoCo tasks) are given as
     float32, the precision paac's networks compute in; ``observation_space`` says so."""
 
@@ -144,26 +173,15 @@ class Float32Observations:
         # Deferred on purpose: Gymnasium's spaces are imported once an environment exists.
         from gymnasium import spaces
 
-        self.env = env
+        super().__init__(env)
         space = env.observation_space
         self.observation_space = spaces.Box(space.low, space.high, dtype=np.float32)
 
-    def __getattr__(self, name: str):
-        return getattr(self.env, name)
-
-    def reset(self, *args, **kwargs):
-        obs, info = self.env.reset(*args, **kwargs)
-        return _float32(obs), info
-
-    def step(self, actions):
-        obs, *rest = self.env.step(actions)
-        return (_float32(obs), *rest)
-
-    def close(self) -> None:
-        self.env.close()
+    def observation(self, obs):
+        return _float32(obs)
 
 
-class ActionBounds:
+class ActionBounds(EnvWrapper):
     """The environment boundary of continuous actions: the policy's action, made the task's.
 
     A Gaussian policy acts in ``[-1, 1]`` on every action dimension whose bounds are both
@@ -176,7 +194,7 @@ class ActionBounds:
     """
 
     def __init__(self, env):
-        self.env = env
+        super().__init__(env)
         space = env.action_space
         low = np.asarray(space.low, np.float64)
         high = np.asarray(space.high, np.float64)
@@ -185,9 +203,6 @@ class ActionBounds:
         self.center, self.half = (lo + hi) / 2, (hi - lo) / 2  # 0 and 1 where unbounded
         self.low, self.high, self.dtype = low, high, np.dtype(space.dtype)
 
-    def __getattr__(self, name: str):
-        return getattr(self.env, name)
-
     def to_env(self, action) -> np.ndarray:
         """The policy's actions ``[N, D]`` as the environment takes them."""
         action = self.center + self.half * np.asarray(action, np.float64)
@@ -195,9 +210,6 @@ class ActionBounds:
 
     def step(self, action):
         return self.env.step(self.to_env(action))
-
-    def close(self) -> None:
-        self.env.close()
 
 
 _RENDER_PROBE = """
@@ -243,7 +255,7 @@ def render_problem(env_id: str) -> str | None:
     return f"EnvPool's MuJoCo renderer could not render a frame here ({reason})"
 
 
-class ObservationFilter:
+class ObservationFilter(ObservationWrapper):
     """An environment that keeps only the observation entries ``keep`` of another
     (:data:`paac.core.tasks.FILTERED_TASKS`); everything else is the wrapped one's."""
 
@@ -251,25 +263,15 @@ class ObservationFilter:
         # Deferred on purpose: Gymnasium's spaces are imported once an environment exists.
         from gymnasium import spaces
 
-        self.env, self.keep, self.env_id = env, list(keep), env_id
+        super().__init__(env)
+        self.keep, self.env_id = list(keep), env_id
         space = env.observation_space
         self.observation_space = spaces.Box(
             space.low[self.keep], space.high[self.keep], dtype=space.dtype
         )
 
-    def __getattr__(self, name: str):
-        return getattr(self.env, name)
-
-    def reset(self, *args, **kwargs):
-        obs, info = self.env.reset(*args, **kwargs)
-        return obs[:, self.keep], info
-
-    def step(self, actions):
-        obs, *rest = self.env.step(actions)
-        return (obs[:, self.keep], *rest)
-
-    def close(self) -> None:
-        self.env.close()
+    def observation(self, obs):
+        return obs[:, self.keep]
 
 
 def make_training_env(
@@ -536,9 +538,9 @@ def check_arch(config: Config, spec: EnvSpec) -> None:
     """The torso must match the observations (images for nips/nature, vectors for mlp), and
     the algorithm the actions (the value-based methods take discrete ones)."""
     if not spec.continuous:
-        for field, default in (("policy_std", "parameter"), ("log_std_init", 0.0)):
+        for field in ("policy_std", "log_std_init"):
             value = getattr(config, field)
-            if value != default:
+            if value != Config.__dataclass_fields__[field].default:
                 raise ConfigError(
                     f"{flag(field)}={value!r} is invalid for --env={config.env!r}: its actions "
                     "are discrete, and it sets the Gaussian policy of continuous actions"
