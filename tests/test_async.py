@@ -99,6 +99,24 @@ def test_ring_returns_each_of_the_last_k_versions():
     np.testing.assert_array_equal(gathered["w"][:, 0, 0], [7, 5, 6, 7])
 
 
+@pytest.mark.parametrize("w", [2, 3, 5])  # fewer, as many, and more versions than slots
+def test_ring_push_many_keeps_the_newest_k_versions(w):
+    k = 3
+    tree = lambda v: {"w": jnp.full((2,), float(v))}  # noqa: E731
+    ring = A.ring_init(tree(0), k)
+    push = jax.jit(A.ring_push_many)
+    newest = 0
+    for _ in range(3):
+        versions = newest + 1 + np.arange(w)
+        stacked = {"w": jnp.stack([tree(v)["w"] for v in versions])}
+        ring = push(ring, stacked, jnp.asarray(versions, jnp.int32))
+        newest = int(versions[-1])
+        held = list(range(max(newest - k + 1, 0), newest + 1))
+        assert sorted(np.asarray(ring.versions).tolist()) == held
+        for v in held:  # each slot's value is the version it claims to hold
+            np.testing.assert_array_equal(A.ring_get(ring, v)["w"], [v, v])
+
+
 def test_ring_rejects_size_zero():
     with pytest.raises(ValueError, match="size=0"):
         A.ring_init({"w": jnp.zeros(2)}, 0)
@@ -140,19 +158,24 @@ def hand_a3c(config: Config, network, params0, batches, copies_of_round):
 
 
 @pytest.mark.parametrize(
-    "staleness", ["round_robin", pytest.param("fixed", marks=pytest.mark.slow)]
+    "staleness, w, lag",
+    [
+        ("round_robin", 2, 3),
+        pytest.param("fixed", 2, 3, marks=pytest.mark.slow),
+        # Four workers, a ring of 2 slots: each round pushes more versions than it holds.
+        pytest.param("fixed", 4, 1, marks=pytest.mark.slow),
+    ],
 )
-def test_a3c_applies_each_workers_gradient_at_its_stale_copy(staleness):
-    config = Config(**BASE, mode="a3c", workers=2, staleness=staleness, max_staleness=3)
+def test_a3c_applies_each_workers_gradient_at_its_stale_copy(staleness, w, lag):
+    config = Config(**BASE, mode="a3c", workers=w, staleness=staleness, max_staleness=lag)
     network, state, update, _ = _setup(config)
-    w = 2
 
     def copies_of_round(r, version):
         if r == 0:
-            return [0, 0]
+            return [0] * w
         if staleness == "round_robin":  # took the newest right after its previous apply
             return [version - w + 1 + i for i in range(w)]
-        return [max(version - 3, 0)] * w
+        return [max(version - lag, 0)] * w
 
     batches = [make_batch(seed) for seed in range(4)]
     metrics = []
@@ -172,12 +195,12 @@ def test_a3c_applies_each_workers_gradient_at_its_stale_copy(staleness):
             A.ring_get(ring, v),
             jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(state.params), want[int(v)]),
         )
-    assert np.asarray(state.extra["copies"]).tolist() == copies_of_round(4, 8)
+    assert np.asarray(state.extra["copies"]).tolist() == copies_of_round(4, 4 * w)
     # Staleness of the applied gradients: version at apply minus the copy's version.
     for r, m in enumerate(metrics):
-        applied_at = [2 * r + i for i in range(w)]
+        applied_at = [w * r + i for i in range(w)]
         expect = np.mean(
-            [a - c for a, c in zip(applied_at, copies_of_round(r, 2 * r), strict=True)]
+            [a - c for a, c in zip(applied_at, copies_of_round(r, w * r), strict=True)]
         )
         np.testing.assert_allclose(float(m["staleness"]), expect)
     assert float(metrics[-1]["staleness"]) > 0

@@ -232,7 +232,9 @@ def make_a3c(config: Config, network, spec: EnvSpec) -> Algorithm:
         else:
             workers = ring_gather(ring, copies)
         extra = {"ring": ring, "copies": copies, "workers": workers, "delay_key": delay_key}
-        new_state = LearnerState(params, opt_state, state.update_count + 1, extra)
+        new_state = state._replace(
+            params=params, opt_state=opt_state, update_count=state.update_count + 1, extra=extra
+        )
         return new_state, metrics
 
     return Algorithm(init, act, update, sync.policy, memory=sync.memory)
