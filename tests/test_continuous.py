@@ -336,7 +336,7 @@ def test_a3c_with_one_worker_is_sync_with_continuous_actions(tmp_path):
 def test_value_methods_refuse_continuous_actions_in_one_line(capsys):
     for algo in ("nstep_q", "q", "sarsa"):
         assert (
-            main(CONTINUOUS, ["--env", "Pendulum-v1", "--algo", algo, "--total-steps", "80"]) == 2
+            main(CONTINUOUS, ["--env", "Pendulum-v1", "--algo", algo, "--total-steps", "512"]) == 2
         )
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1, err
@@ -360,7 +360,7 @@ def test_presets_that_do_not_fit_the_actions_are_one_line(capsys):
 
 def test_gaussian_settings_on_discrete_actions_are_one_line(capsys):
     for flag, value in (("--policy-std", "softplus"), ("--log-std-init", "-1.0")):
-        args = ["--env", "CartPole-v1", flag, value, "--total-steps", "80"]
+        args = ["--env", "CartPole-v1", flag, value, "--total-steps", "512"]  # one update
         assert main(CONTINUOUS, args) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"{flag}=" in err[0] and "its actions are discrete" in err[0]

@@ -76,6 +76,10 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
 CONTINUOUS = dataclasses.replace(
     CONTROL,
     env="HalfCheetah-v4",
+    # Longer rollouts with GAE: HalfCheetah-v4's mean over seeds 0-5 was 670 at t_max 5
+    # with n-step returns (docs/continuous.md).
+    t_max=32,
+    gae_lambda=0.95,
     normalize_obs=True,
     normalize_reward=True,
     entropy_coef=0.0,
