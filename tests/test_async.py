@@ -206,6 +206,37 @@ def test_a3c_applies_each_workers_gradient_at_its_stale_copy(staleness, w, lag):
     assert float(metrics[-1]["staleness"]) > 0
 
 
+@pytest.mark.slow  # a3c updates of several workers' copies compile for seconds
+def test_a3c_uniform_staleness_applies_each_gradient_at_its_drawn_copy():
+    """Uniform staleness draws the copies at random, so the hand-run A3C takes the copies
+    that the update recorded for each round, after checking that they are the lags allowed."""
+    w, lag = 4, 2  # one environment a worker
+    config = Config(**BASE, mode="a3c", workers=w, staleness="uniform", max_staleness=lag)
+    network, state, update, _ = _setup(config)
+    batches = [make_batch(seed) for seed in range(4)]
+    recorded, metrics = [], []
+    for r, b in enumerate(batches):
+        copies = np.asarray(state.extra["copies"]).tolist()
+        start = w * r  # the version at the round's start
+        if r == 0:
+            assert copies == [0] * w
+        else:  # drawn at the previous round's end: lags 0..lag from this round's start
+            assert all(max(start - lag, 0) <= c <= start for c in copies), copies
+        recorded.append(copies)
+        state, m = update(state, b)
+        metrics.append(m)
+    lags = [w * r - c for r, cs in enumerate(recorded[1:], 1) for c in cs]
+    assert len(set(lags)) > 1  # the draws differ, so the test tells copies apart
+    want = hand_a3c(config, network, _setup(config)[1].params, batches, lambda r, v: recorded[r])
+    _assert_tree_close(
+        state.params,
+        jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(state.params), want[-1]),
+    )
+    for r, m in enumerate(metrics):
+        expect = np.mean([w * r + i - c for i, c in enumerate(recorded[r])])
+        np.testing.assert_allclose(float(m["staleness"]), expect)
+
+
 def _decided(params):
     """``params`` with a policy head that always picks action 0 (logits 50 vs -50): acting
     with them instead of the intended version shows in the actions, although the versions'
