@@ -213,6 +213,7 @@ def test_a3c_uniform_staleness_applies_each_gradient_at_its_drawn_copy():
     w, lag = 4, 2  # one environment a worker
     config = Config(**BASE, mode="a3c", workers=w, staleness="uniform", max_staleness=lag)
     network, state, update, _ = _setup(config)
+    params0 = state.params
     batches = [make_batch(seed) for seed in range(4)]
     recorded, metrics = [], []
     for r, b in enumerate(batches):
@@ -227,7 +228,7 @@ def test_a3c_uniform_staleness_applies_each_gradient_at_its_drawn_copy():
         metrics.append(m)
     lags = [w * r - c for r, cs in enumerate(recorded[1:], 1) for c in cs]
     assert len(set(lags)) > 1  # the draws differ, so the test tells copies apart
-    want = hand_a3c(config, network, _setup(config)[1].params, batches, lambda r, v: recorded[r])
+    want = hand_a3c(config, network, params0, batches, lambda r, v: recorded[r])
     _assert_tree_close(
         state.params,
         jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(state.params), want[-1]),
